@@ -1,0 +1,79 @@
+//! The cache key: site, host, and the normalised path and query of a request.
+
+use std::fmt;
+
+/// Identifies one stored response: `site \x1f host \x1f path?query`.
+///
+/// The host is part of the key so that two hosts of one wildcard site never share an
+/// entry unless the origin's bytes are identical (then they share a blob on disk).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(String);
+
+/// Separates the parts of a key; it cannot appear in a host or an HTTP path.
+const SEP: char = '\u{1f}';
+
+impl CacheKey {
+    /// Builds the key of a request for `site`.
+    pub fn new(site: &str, host: &str, path_and_query: &str) -> Self {
+        let mut s = String::with_capacity(site.len() + host.len() + path_and_query.len() + 2);
+        s.push_str(site);
+        s.push(SEP);
+        s.push_str(host);
+        s.push(SEP);
+        s.push_str(path_and_query);
+        CacheKey(s)
+    }
+
+    /// Rebuilds a key from its stored form (the disk index).
+    pub fn from_stored(s: String) -> Self {
+        CacheKey(s)
+    }
+
+    /// The stored form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The site part.
+    pub fn site(&self) -> &str {
+        self.0.split(SEP).next().unwrap_or("")
+    }
+
+    /// The host part.
+    pub fn host(&self) -> &str {
+        self.0.split(SEP).nth(1).unwrap_or("")
+    }
+
+    /// The path and query part.
+    pub fn path_and_query(&self) -> &str {
+        self.0.splitn(3, SEP).nth(2).unwrap_or("")
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}{}", self.site(), self.host(), self.path_and_query())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parts_round_trip() {
+        let k = CacheKey::new("web", "example.com", "/a/b.css?v=1");
+        assert_eq!(k.site(), "web");
+        assert_eq!(k.host(), "example.com");
+        assert_eq!(k.path_and_query(), "/a/b.css?v=1");
+        assert_eq!(CacheKey::from_stored(k.as_str().to_owned()), k);
+    }
+
+    #[test]
+    fn different_hosts_make_different_keys() {
+        assert_ne!(
+            CacheKey::new("web", "a.example.com", "/x"),
+            CacheKey::new("web", "b.example.com", "/x")
+        );
+    }
+}

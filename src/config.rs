@@ -1,0 +1,584 @@
+//! `edge.toml`: the raw serde form (unknown keys rejected), validated into a frozen
+//! [`Config`] with sizes and durations parsed and every problem reported with the key
+//! it concerns.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The validated, immutable configuration, shared as `Arc<Config>`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`: the client-facing listener.
+    pub server: Server,
+    /// `[admin]`: the operator listener.
+    pub admin: Admin,
+    /// `[cache]`: tiers and object limits.
+    pub cache: CacheConfig,
+    /// `[origin]`: how origins are reached.
+    pub origin: OriginConfig,
+    /// `[[site]]`: which hosts are served and from where, in file order.
+    pub sites: Vec<Site>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Address of the plain HTTP listener.
+    pub listen: SocketAddr,
+    /// How long graceful shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// How long a follower waits for the leader of a coalesced miss.
+    pub coalesce_wait: Duration,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Address of the admin listener.
+    pub listen: SocketAddr,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Hard budget for body bytes held in memory.
+    pub memory: u64,
+    /// Directory of the disk tier.
+    pub dir: PathBuf,
+    /// Hard budget for blob bytes on disk.
+    pub disk: u64,
+    /// Responses larger than this are streamed through and never stored.
+    pub max_object_size: u64,
+    /// Objects larger than this stay on disk only and are streamed from the file.
+    pub memory_object_max: u64,
+}
+
+/// `[origin]`.
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// Time allowed to open a connection (TCP and TLS) to an origin.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending a request to receiving the response head.
+    pub first_byte_timeout: Duration,
+    /// Time allowed to receive a whole response body.
+    pub body_timeout: Duration,
+    /// Idle origin connections kept per host.
+    pub max_idle_per_host: usize,
+}
+
+/// One `[[site]]`.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Name used in logs, keys and purges.
+    pub name: String,
+    /// Host patterns: exact names, `*.example.com`, or `*`.
+    pub hosts: Vec<HostPattern>,
+    /// Where misses are fetched from.
+    pub origin: OriginTarget,
+    /// For `dir:` origins: the `Cache-Control` the directory answers with.
+    pub dir_cache_control: Option<String>,
+}
+
+/// A host pattern of a site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Matches one host name exactly (lower-cased, port stripped).
+    Exact(String),
+    /// `*.example.com`: matches any name ending in `.example.com`, not `example.com`.
+    Suffix(String),
+    /// `*`: matches every host.
+    Any,
+}
+
+impl HostPattern {
+    fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "*" {
+            return Ok(HostPattern::Any);
+        }
+        if let Some(rest) = s.strip_prefix("*.") {
+            if rest.is_empty() || rest.contains('*') {
+                return Err(format!("`{s}` is not a valid wildcard (use `*.example.com`)"));
+            }
+            return Ok(HostPattern::Suffix(format!(".{rest}")));
+        }
+        if s.is_empty() || s.contains('*') || s.contains('/') || s.contains(' ') {
+            return Err(format!(
+                "`{s}` is not a host name (use `example.com`, `*.example.com` or `*`)"
+            ));
+        }
+        Ok(HostPattern::Exact(s))
+    }
+
+    /// Whether `host` (lower-case, without port) matches this pattern.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => name == host,
+            HostPattern::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            HostPattern::Any => true,
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Suffix(suffix) => write!(f, "*{suffix}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// Where a site's misses go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginTarget {
+    /// An HTTP or HTTPS origin: scheme and authority, with an optional path prefix.
+    Http(http::Uri),
+    /// A directory served in-process.
+    Dir(PathBuf),
+}
+
+impl fmt::Display for OriginTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OriginTarget::Http(uri) => write!(f, "{uri}"),
+            OriginTarget::Dir(path) => write!(f, "dir:{}", path.display()),
+        }
+    }
+}
+
+/// One problem with a configuration, naming the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key, e.g. `cache.memory` or `site[0].origin`.
+    pub key: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration {path}:\n{}", list(.errors))]
+pub struct ConfigErrors {
+    /// The file that was read.
+    pub path: String,
+    /// The problems, in file order.
+    pub errors: Vec<ConfigError>,
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    origin: RawOrigin,
+    #[serde(default)]
+    site: Vec<RawSite>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    shutdown_grace: Option<String>,
+    coalesce_wait: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    memory: Option<String>,
+    dir: Option<String>,
+    disk: Option<String>,
+    max_object_size: Option<String>,
+    memory_object_max: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOrigin {
+    connect_timeout: Option<String>,
+    first_byte_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_idle_per_host: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    name: Option<String>,
+    hosts: Vec<String>,
+    origin: String,
+    dir_cache_control: Option<String>,
+}
+
+/// Collects validation errors so that one run reports all of them.
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn fail(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn addr(&mut self, key: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.fail(
+                key,
+                format!("`{text}` is not an address (use `IP:PORT`, e.g. `0.0.0.0:80`)"),
+            );
+            default.parse().expect("default address parses")
+        })
+    }
+
+    fn size(&mut self, key: &str, value: Option<&str>, default: &str) -> u64 {
+        let text = value.unwrap_or(default);
+        parse_size(text).unwrap_or_else(|message| {
+            self.fail(key, message);
+            parse_size(default).expect("default size parses")
+        })
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let text = value.unwrap_or(default);
+        match parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.fail(key, "must be greater than zero");
+                parse_duration(default).expect("default duration parses")
+            }
+            Ok(d) => d,
+            Err(message) => {
+                self.fail(key, message);
+                parse_duration(default).expect("default duration parses")
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`; relative paths inside it are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            path: path.display().to_string(),
+            errors: vec![ConfigError {
+                key: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|errors| ConfigErrors {
+            path: path.display().to_string(),
+            errors,
+        })
+    }
+
+    /// Validates TOML text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+        let raw: Raw = toml::from_str(text).map_err(|e| vec![toml_error(&e)])?;
+        let mut c = Checker { errors: Vec::new() };
+
+        let server = Server {
+            listen: c.addr("server.listen", raw.server.listen.as_deref(), "127.0.0.1:8080"),
+            shutdown_grace: c.duration(
+                "server.shutdown_grace",
+                raw.server.shutdown_grace.as_deref(),
+                "30s",
+            ),
+            coalesce_wait: c.duration(
+                "server.coalesce_wait",
+                raw.server.coalesce_wait.as_deref(),
+                "30s",
+            ),
+        };
+        let admin = Admin {
+            listen: c.addr("admin.listen", raw.admin.listen.as_deref(), "127.0.0.1:9090"),
+        };
+        let cache = CacheConfig {
+            memory: c.size("cache.memory", raw.cache.memory.as_deref(), "256MiB"),
+            dir: base.join(raw.cache.dir.as_deref().unwrap_or("cache")),
+            disk: c.size("cache.disk", raw.cache.disk.as_deref(), "10GiB"),
+            max_object_size: c.size(
+                "cache.max_object_size",
+                raw.cache.max_object_size.as_deref(),
+                "1GiB",
+            ),
+            memory_object_max: c.size(
+                "cache.memory_object_max",
+                raw.cache.memory_object_max.as_deref(),
+                "8MiB",
+            ),
+        };
+        if raw.cache.dir.as_deref() == Some("") {
+            c.fail("cache.dir", "must not be empty");
+        }
+        let origin = OriginConfig {
+            connect_timeout: c.duration(
+                "origin.connect_timeout",
+                raw.origin.connect_timeout.as_deref(),
+                "5s",
+            ),
+            first_byte_timeout: c.duration(
+                "origin.first_byte_timeout",
+                raw.origin.first_byte_timeout.as_deref(),
+                "30s",
+            ),
+            body_timeout: c.duration(
+                "origin.body_timeout",
+                raw.origin.body_timeout.as_deref(),
+                "120s",
+            ),
+            max_idle_per_host: raw.origin.max_idle_per_host.unwrap_or(64),
+        };
+
+        if raw.site.is_empty() {
+            c.fail(
+                "site",
+                "at least one [[site]] with `hosts` and `origin` is required",
+            );
+        }
+        let mut sites = Vec::with_capacity(raw.site.len());
+        for (i, s) in raw.site.iter().enumerate() {
+            let key = |field: &str| format!("site[{i}].{field}");
+            let name = s.name.clone().unwrap_or_else(|| format!("site{i}"));
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+                c.fail(&key("name"), format!("`{name}` must be non-empty and use only letters, digits, `-`, `_` and `.`"));
+            }
+            if sites.iter().any(|other: &Site| other.name == name) {
+                c.fail(&key("name"), format!("`{name}` is used by an earlier site"));
+            }
+            if s.hosts.is_empty() {
+                c.fail(&key("hosts"), "must list at least one host pattern");
+            }
+            let mut hosts = Vec::new();
+            for h in &s.hosts {
+                match HostPattern::parse(h) {
+                    Ok(p) => hosts.push(p),
+                    Err(m) => c.fail(&key("hosts"), m),
+                }
+            }
+            let origin = match parse_origin(&s.origin, base) {
+                Ok(o) => o,
+                Err(m) => {
+                    c.fail(&key("origin"), m);
+                    OriginTarget::Dir(base.to_path_buf())
+                }
+            };
+            let dir_cache_control = match (&origin, &s.dir_cache_control) {
+                (OriginTarget::Dir(_), None) => Some("public, max-age=3600".to_owned()),
+                (OriginTarget::Dir(_), Some(v)) if v.is_empty() => None,
+                (OriginTarget::Dir(_), Some(v)) => {
+                    if http::HeaderValue::from_str(v).is_err() {
+                        c.fail(&key("dir_cache_control"), "must be a valid header value");
+                    }
+                    Some(v.clone())
+                }
+                (OriginTarget::Http(_), Some(_)) => {
+                    c.fail(&key("dir_cache_control"), "applies only to `dir:` origins; an HTTP origin sends its own Cache-Control");
+                    None
+                }
+                (OriginTarget::Http(_), None) => None,
+            };
+            sites.push(Site {
+                name,
+                hosts,
+                origin,
+                dir_cache_control,
+            });
+        }
+
+        if c.errors.is_empty() {
+            Ok(Config {
+                server,
+                admin,
+                cache,
+                origin,
+                sites,
+            })
+        } else {
+            Err(c.errors)
+        }
+    }
+}
+
+fn toml_error(e: &toml::de::Error) -> ConfigError {
+    // toml's message already names the unknown or mistyped key and its line.
+    ConfigError {
+        key: "(syntax)".into(),
+        message: e.to_string().trim().replace('\n', " "),
+    }
+}
+
+fn parse_origin(text: &str, base: &Path) -> Result<OriginTarget, String> {
+    if let Some(dir) = text.strip_prefix("dir:") {
+        if dir.is_empty() {
+            return Err("`dir:` needs a path, e.g. `dir:assets`".into());
+        }
+        let path = base.join(dir);
+        if !path.is_dir() {
+            return Err(format!("`{}` is not a directory", path.display()));
+        }
+        return Ok(OriginTarget::Dir(path));
+    }
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL (use `http://host:port`, `https://host` or `dir:PATH`)"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(format!(
+                "`{text}`: the scheme must be `http`, `https` or `dir:`"
+            ));
+        }
+    }
+    if uri.authority().is_none() {
+        return Err(format!("`{text}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{text}` must not have a query"));
+    }
+    Ok(OriginTarget::Http(uri))
+}
+
+/// Parses a byte size: `1024`, `64KiB`, `256MiB`, `10GiB`, `1TiB`, or the decimal
+/// `kB`, `MB`, `GB`, `TB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (use e.g. `512KiB`, `256MiB`, `10GiB`)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses a duration: `250ms`, `5s`, `2m`, `1h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (use e.g. `250ms`, `5s`, `2m`, `1h`)"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86400)),
+        "" => return Err(format!("`{text}` needs a unit (ms, s, m, h or d)")),
+        other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m, h or d)")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let dir = std::env::temp_dir();
+        Config::parse(text, &dir)
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_naming_it() {
+        let errors = parse("[cache]\nmemroy = \"1MiB\"\n[[site]]\nhosts=[\"*\"]\norigin=\"http://127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert!(errors[0].message.contains("memroy"), "{errors:?}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_with_its_key() {
+        let errors = parse(
+            "[server]\nlisten = \"nowhere\"\n[cache]\nmemory = \"lots\"\n[[site]]\nhosts = [\"a*b\"]\norigin = \"ftp://x\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["server.listen", "cache.memory", "site[0].hosts", "site[0].origin"]
+        );
+    }
+
+    #[test]
+    fn host_patterns_match_as_documented() {
+        let exact = HostPattern::parse("Example.com").unwrap();
+        assert!(exact.matches("example.com"));
+        assert!(!exact.matches("www.example.com"));
+        let wild = HostPattern::parse("*.example.com").unwrap();
+        assert!(wild.matches("www.example.com"));
+        assert!(!wild.matches("example.com"));
+        assert!(!wild.matches("badexample.com"));
+        assert!(HostPattern::parse("*").unwrap().matches("anything"));
+    }
+
+    #[test]
+    fn a_config_without_sites_is_an_error() {
+        let errors = parse("").unwrap_err();
+        assert_eq!(errors[0].key, "site");
+    }
+}

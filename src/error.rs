@@ -1,0 +1,129 @@
+//! Errors by who failed — the client, the origin, or edge itself — and the one place
+//! where each becomes a response.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// Everything that can end a request early.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// No `[[site]]` names the requested host.
+    #[error("no site serves host `{0}`")]
+    UnknownHost(String),
+    /// The request itself is unusable.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The origin could not be reached or answered badly.
+    #[error("origin {origin} failed: {kind}")]
+    Origin {
+        /// Which origin (URL or `dir:` path).
+        origin: String,
+        /// What went wrong.
+        kind: OriginFailure,
+    },
+    /// `only-if-cached` and nothing usable is stored.
+    #[error("not cached")]
+    NotCached,
+    /// A bug or an unexpected local failure; details go only to the log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How an origin failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginFailure {
+    /// TCP or TLS connection could not be opened.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The connect, first-byte or body deadline passed.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// The response was malformed, reset or cut short.
+    #[error("bad response: {0}")]
+    Protocol(String),
+}
+
+impl OriginFailure {
+    /// The `Cache-Status` `detail` token for this failure.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            OriginFailure::Connect(_) => "origin-connect",
+            OriginFailure::Timeout(_) => "origin-timeout",
+            OriginFailure::Protocol(_) => "origin-protocol",
+        }
+    }
+}
+
+impl EdgeError {
+    /// The status a client receives for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EdgeError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EdgeError::Origin {
+                kind: OriginFailure::Timeout(_),
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::Origin { .. } => StatusCode::BAD_GATEWAY,
+            EdgeError::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `Cache-Status` value describing this error.
+    pub fn cache_status(&self) -> String {
+        match self {
+            EdgeError::Origin { kind, .. } => format!(
+                "edge; fwd=uri-miss; fwd-status={}; detail={}",
+                self.status().as_u16(),
+                kind.detail()
+            ),
+            EdgeError::NotCached => "edge; fwd=miss; detail=only-if-cached".into(),
+            EdgeError::UnknownHost(_) => "edge; detail=unknown-host".into(),
+            EdgeError::BadRequest(_) => "edge; detail=bad-request".into(),
+            EdgeError::Internal(_) => "edge; detail=internal".into(),
+        }
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            // Internal details stay in the log.
+            EdgeError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error\n".to_owned()
+            }
+            EdgeError::Origin { .. } => {
+                tracing::warn!(error = %self, "origin error");
+                format!("{}\n", status.canonical_reason().unwrap_or("origin error"))
+            }
+            other => format!("{other}\n"),
+        };
+        let cache_status = self.cache_status();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_str(&cache_status) {
+            headers.insert("cache-status", v);
+        }
+        response
+    }
+}
+
+/// An error and its sources, joined with `: `, for logs and `Cache-Status` details.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

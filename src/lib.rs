@@ -1,0 +1,25 @@
+//! edge: a static-asset CDN edge node.
+//!
+//! A request reads top to bottom in [`proxy`]; the rest, by what each module owns:
+//!
+//! - [`config`]: `edge.toml` → validated, frozen [`config::Config`].
+//! - [`server`]: shared state, routers, listeners, graceful shutdown.
+//! - [`proxy`]: the request path — site, key, lookup, coalesced fill, respond.
+//! - [`respond`]: entry + request → response (representation, 304/412, 206/416, headers).
+//! - [`origin`]: the origin client (pooled HTTP/HTTPS, or a directory), timeouts,
+//!   hop-by-hop stripping.
+//! - [`cache`]: the store — memory tier, disk tier, keys, metadata, coalescing.
+//! - [`http`]: pure RFC logic (freshness, conditionals, ranges, encodings); no IO, no
+//!   clock reads.
+//! - [`error`]: errors by who failed, turned into responses in one place.
+//! - [`clock`]: wall time that follows tokio's (pausable) clock.
+
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod origin;
+pub mod proxy;
+pub mod respond;
+pub mod server;

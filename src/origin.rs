@@ -1,0 +1,348 @@
+//! The origin client: a pooled hyper-util client for `http://` and `https://` origins
+//! (HTTP/1.1, and HTTP/2 where a TLS origin offers it through ALPN), or a directory
+//! served in-process by tower-http's `ServeDir`. Timeouts for connect, first byte and
+//! whole body come from config; hop-by-hop headers are stripped both ways; failures say
+//! which origin failed and how.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+
+use crate::config::{OriginConfig, OriginTarget};
+use crate::error::{EdgeError, OriginFailure, chain};
+
+/// The `Via` pseudonym edge adds (RFC 9110 §7.6.3).
+pub const VIA: &str = "1.1 edge";
+
+/// One site's origin.
+#[derive(Clone)]
+pub enum Origin {
+    /// A remote HTTP or HTTPS server.
+    Http(HttpOrigin),
+    /// A directory served in-process.
+    Dir(DirOrigin),
+}
+
+/// A remote origin reached through the shared connection pool.
+#[derive(Clone)]
+pub struct HttpOrigin {
+    base: Uri,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    timeouts: Timeouts,
+}
+
+/// A directory origin.
+#[derive(Clone)]
+pub struct DirOrigin {
+    root: PathBuf,
+    serve: ServeDir,
+    cache_control: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    first_byte: Duration,
+    body: Duration,
+}
+
+/// The connection pool shared by every HTTP origin.
+#[derive(Clone)]
+pub struct OriginPool {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    timeouts: Timeouts,
+}
+
+impl OriginPool {
+    /// A pool with the configured timeouts and idle-connection limit.
+    pub fn new(config: &OriginConfig) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        OriginPool {
+            client,
+            timeouts: Timeouts {
+                first_byte: config.first_byte_timeout + config.connect_timeout,
+                body: config.body_timeout,
+            },
+        }
+    }
+
+    /// The origin for a site's target. `dir_cache_control` is the `Cache-Control` a
+    /// directory origin answers with, as a web server configured for it would.
+    pub fn origin(&self, target: &OriginTarget, dir_cache_control: Option<&str>) -> Origin {
+        match target {
+            OriginTarget::Http(base) => Origin::Http(HttpOrigin {
+                base: base.clone(),
+                client: self.client.clone(),
+                timeouts: self.timeouts,
+            }),
+            OriginTarget::Dir(root) => Origin::Dir(DirOrigin {
+                root: root.clone(),
+                serve: ServeDir::new(root).append_index_html_on_directories(true),
+                cache_control: dir_cache_control.and_then(|v| HeaderValue::from_str(v).ok()),
+            }),
+        }
+    }
+}
+
+impl Origin {
+    /// The origin's name for logs and errors.
+    pub fn name(&self) -> String {
+        match self {
+            Origin::Http(o) => o.base.to_string(),
+            Origin::Dir(o) => format!("dir:{}", o.root.display()),
+        }
+    }
+
+    fn fail(&self, kind: OriginFailure) -> EdgeError {
+        EdgeError::Origin {
+            origin: self.name(),
+            kind,
+        }
+    }
+
+    /// Sends `request` (whose URI holds only the path and query) and returns the
+    /// response head with a body that fails if it does not finish in time. The response
+    /// headers have hop-by-hop fields removed.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, EdgeError> {
+        let mut response = match self {
+            Origin::Http(o) => {
+                let (mut parts, body) = request.into_parts();
+                parts.uri = join(&o.base, &parts.uri)
+                    .map_err(|_| self.fail(OriginFailure::Protocol("bad request URI".into())))?;
+                parts.version = http::Version::HTTP_11;
+                let sent = o.client.request(Request::from_parts(parts, body));
+                let head = match tokio::time::timeout(o.timeouts.first_byte, sent).await {
+                    Err(_) => return Err(self.fail(OriginFailure::Timeout("waiting for headers"))),
+                    Ok(Err(e)) if e.is_connect() => {
+                        return Err(self.fail(OriginFailure::Connect(chain(&e))));
+                    }
+                    Ok(Err(e)) => return Err(self.fail(OriginFailure::Protocol(chain(&e)))),
+                    Ok(Ok(head)) => head,
+                };
+                let deadline = Instant::now() + o.timeouts.body;
+                head.map(|incoming| Body::new(Deadline::new(incoming, deadline)))
+            }
+            Origin::Dir(o) => {
+                let response = o.serve.clone().oneshot(request).await.map_err(|e| {
+                    self.fail(OriginFailure::Protocol(format!("directory: {e}")))
+                })?;
+                let mut response = response.map(Body::new);
+                if response.status().is_success()
+                    && let Some(cc) = &o.cache_control
+                {
+                    response
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, cc.clone());
+                }
+                response
+            }
+        };
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+}
+
+/// Builds the URI to the origin: its scheme and authority, its path prefix, and the
+/// request's path and query.
+fn join(base: &Uri, request: &Uri) -> Result<Uri, http::Error> {
+    let prefix = base.path().trim_end_matches('/');
+    let pq = request.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Uri::builder()
+        .scheme(base.scheme_str().unwrap_or("http"))
+        .authority(base.authority().map(|a| a.as_str()).unwrap_or(""))
+        .path_and_query(format!("{prefix}{pq}"))
+        .build()
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop fields, including every field named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Request fields a client may not pass to the origin: they would rewrite the URL or
+/// method the origin sees behind the cache key's back.
+const UNSAFE_REQUEST_HEADERS: [&str; 6] = [
+    "x-forwarded-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The headers of a request to the origin: the client's end-to-end fields without
+/// hop-by-hop and URL-rewriting ones, `Host` left to the origin's authority, and `Via`,
+/// `X-Forwarded-For` and `X-Forwarded-Proto` added.
+pub fn forward_headers(client: &HeaderMap, peer: Option<IpAddr>, proto: &'static str) -> HeaderMap {
+    let mut headers = client.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    for name in UNSAFE_REQUEST_HEADERS {
+        headers.remove(name);
+    }
+    headers.append(header::VIA, HeaderValue::from_static(VIA));
+    if let Some(ip) = peer {
+        let mut xff = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !xff.is_empty() {
+            xff.push_str(", ");
+        }
+        xff.push_str(&ip.to_string());
+        headers.remove("x-forwarded-for");
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers
+}
+
+/// A response body that fails once its deadline passes, so a slow-dripping origin
+/// cannot hold a fill or a client forever.
+pub struct Deadline<B> {
+    inner: B,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl<B> Deadline<B> {
+    /// Wraps `inner`, failing at `deadline`.
+    pub fn new(inner: B, deadline: Instant) -> Self {
+        Deadline {
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+}
+
+/// The error a [`Deadline`] body yields when its time is up.
+#[derive(Debug, thiserror::Error)]
+#[error("origin body timed out")]
+pub struct BodyTimeout;
+
+impl<B> HttpBody for Deadline<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-type", HeaderValue::from_static("text/css"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn forwarded_headers_append_to_client_chain() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("host", HeaderValue::from_static("example.com"));
+        h.insert("x-original-url", HeaderValue::from_static("/admin"));
+        let out = forward_headers(&h, Some("127.0.0.1".parse().unwrap()), "http");
+        assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["via"], VIA);
+        assert!(!out.contains_key("host"));
+        assert!(!out.contains_key("x-original-url"));
+    }
+
+    #[test]
+    fn origin_path_prefix_is_joined() {
+        let base: Uri = "http://127.0.0.1:8000/static/".parse().unwrap();
+        let req: Uri = "/app.js?v=1".parse().unwrap();
+        assert_eq!(
+            join(&base, &req).unwrap().to_string(),
+            "http://127.0.0.1:8000/static/app.js?v=1"
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! A stored entry and a request become a response: pick the representation, evaluate
+//! preconditions (304/412) and ranges (206/416), and build the headers — `ETag`,
+//! `Age`, `Cache-Status` (RFC 9211) and the stored end-to-end fields.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode, request};
+
+use crate::cache::meta::Meta;
+use crate::cache::{Body as Stored, Entry};
+use crate::http::conditional::{self, Precondition, Validators};
+use crate::http::encoding::{self, Encoding};
+use crate::http::range::{self, ByteRange, RangeOutcome};
+
+/// The `Cache-Status` field (RFC 9211) for one response, by parameter.
+#[derive(Debug, Clone, Default)]
+pub struct CacheStatus {
+    /// Served from cache without going forward.
+    pub hit: bool,
+    /// Why the request went forward: `uri-miss`, `vary-miss`, `stale`, `method`,
+    /// `bypass`, `request`, `miss`.
+    pub fwd: Option<&'static str>,
+    /// The status the origin answered with.
+    pub fwd_status: Option<u16>,
+    /// The response was stored.
+    pub stored: bool,
+    /// The request waited for another request's fill.
+    pub collapsed: bool,
+    /// Remaining freshness in seconds (negative when stale).
+    pub ttl: Option<i64>,
+    /// Extra detail.
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    /// A hit.
+    pub fn hit() -> Self {
+        CacheStatus {
+            hit: true,
+            ..Default::default()
+        }
+    }
+
+    /// A request that went forward for `reason`.
+    pub fn forward(reason: &'static str) -> Self {
+        CacheStatus {
+            fwd: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    /// The short outcome for access logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match (self.hit, self.fwd, self.collapsed) {
+            (true, _, _) => "hit",
+            (false, _, true) => "collapsed",
+            (false, Some("stale"), _) => "revalidated",
+            (false, Some("method"), _) | (false, Some("bypass"), _) => "pass",
+            (false, Some(_), _) if self.stored => "miss",
+            (false, Some(_), _) => "pass",
+            (false, None, _) => "hit",
+        }
+    }
+
+    /// The field value, e.g. `edge; fwd=uri-miss; fwd-status=200; stored`.
+    pub fn to_header(&self) -> HeaderValue {
+        let mut s = String::from("edge");
+        if self.hit {
+            s.push_str("; hit");
+        }
+        if let Some(fwd) = self.fwd {
+            let _ = write!(s, "; fwd={fwd}");
+        }
+        if let Some(status) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={status}");
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(s, "; ttl={ttl}");
+        }
+        if let Some(detail) = self.detail {
+            let _ = write!(s, "; detail={detail}");
+        }
+        HeaderValue::from_str(&s).expect("cache-status is ASCII")
+    }
+}
+
+/// Stored fields that are for this cache only and never reach clients.
+const EDGE_ONLY: [&str; 4] = [
+    "cdn-cache-control",
+    "surrogate-control",
+    "surrogate-key",
+    "cache-tag",
+];
+
+/// Builds the response to `request` from `entry` at `now`.
+pub fn respond(
+    entry: &Entry,
+    request: &request::Parts,
+    now: SystemTime,
+    mut status: CacheStatus,
+) -> Response<Body> {
+    let meta = &entry.meta;
+    let response_at = meta.response_at();
+    if status.hit {
+        status.ttl = Some(meta.freshness.ttl(response_at, now));
+    }
+    let age = meta.freshness.current_age(response_at, now);
+
+    let available: Vec<Encoding> = meta.reps.iter().map(|r| r.encoding).collect();
+    let accept = request
+        .headers
+        .get(header::ACCEPT_ENCODING)
+        .map(HeaderValue::as_bytes);
+    let Some(chosen) = encoding::negotiate(accept, &available) else {
+        return not_acceptable(status);
+    };
+    let index = meta
+        .reps
+        .iter()
+        .position(|r| r.encoding == chosen)
+        .unwrap_or(0);
+    let rep = &meta.reps[index];
+
+    let mut headers = stored_headers(meta);
+    if let Ok(v) = HeaderValue::from_str(&rep.etag) {
+        headers.insert(header::ETAG, v);
+    }
+    if rep.encoding != Encoding::Identity {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(rep.encoding.as_str()),
+        );
+    }
+    if meta.reps.len() > 1 {
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    headers.insert(header::AGE, HeaderValue::from(age));
+    headers.insert("cache-status", status.to_header());
+
+    // RFC 9110 §13.2.2: preconditions before Range.
+    let other_etags: Vec<&str> = meta
+        .reps
+        .iter()
+        .filter(|r| r.etag != rep.etag)
+        .map(|r| r.etag.as_str())
+        .collect();
+    let validators = Validators {
+        etag: Some(&rep.etag),
+        other_etags: &other_etags,
+        last_modified: meta.last_modified_at(),
+    };
+    match conditional::evaluate(&request.method, &request.headers, &validators) {
+        Precondition::NotModified => return not_modified(headers),
+        Precondition::Failed => return precondition_failed(headers),
+        Precondition::Proceed => {}
+    }
+
+    let bytes = body_bytes(&entry.bodies[index]);
+    let status_code = StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK);
+    if status_code == StatusCode::OK {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        // RFC 9110 §14.2: ranges apply to the selected representation. edge answers
+        // Range requests from the identity representation so that offsets mean the
+        // same bytes whatever the client accepts.
+        let identity = &meta.reps[0];
+        let ranged = range::evaluate(
+            &request.method,
+            &request.headers,
+            identity.len,
+            Some(&identity.etag),
+            meta.last_modified_at(),
+        );
+        match ranged {
+            RangeOutcome::Full => {}
+            RangeOutcome::Unsatisfiable => return unsatisfiable(headers, identity.len),
+            RangeOutcome::Partial(ranges) => {
+                let identity_bytes = body_bytes(&entry.bodies[0]);
+                headers.remove(header::CONTENT_ENCODING);
+                if let Ok(v) = HeaderValue::from_str(&identity.etag) {
+                    headers.insert(header::ETAG, v);
+                }
+                return partial(headers, identity_bytes, &ranges);
+            }
+        }
+    }
+
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status_code;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn body_bytes(body: &Stored) -> Bytes {
+    match body {
+        Stored::Memory(bytes) => bytes.clone(),
+    }
+}
+
+/// The stored end-to-end headers, less the edge-only ones.
+fn stored_headers(meta: &Meta) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(meta.headers.len() + 8);
+    for (name, value) in &meta.headers {
+        if EDGE_ONLY.contains(&name.as_str()) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    if let Some(ct) = meta.header("content-type")
+        && !ct.is_empty()
+    {
+        headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    headers
+}
+
+fn empty(status: StatusCode, headers: HeaderMap) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// 304 with the fields RFC 9110 §15.4.5 requires of it, and `Age`/`Cache-Status`.
+fn not_modified(full: HeaderMap) -> Response<Body> {
+    let mut headers = HeaderMap::new();
+    for name in conditional::not_modified_headers() {
+        for v in full.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    for name in [header::AGE, HeaderName::from_static("cache-status")] {
+        if let Some(v) = full.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    empty(StatusCode::NOT_MODIFIED, headers)
+}
+
+fn precondition_failed(full: HeaderMap) -> Response<Body> {
+    let mut headers = HeaderMap::new();
+    for name in [header::ETAG, header::LAST_MODIFIED, header::DATE] {
+        if let Some(v) = full.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    if let Some(v) = full.get("cache-status") {
+        headers.insert("cache-status", v.clone());
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    empty(StatusCode::PRECONDITION_FAILED, headers)
+}
+
+fn unsatisfiable(mut headers: HeaderMap, len: u64) -> Response<Body> {
+    headers.remove(header::CONTENT_ENCODING);
+    if let Ok(v) = HeaderValue::from_str(&range::unsatisfiable_content_range(len)) {
+        headers.insert(header::CONTENT_RANGE, v);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    empty(StatusCode::RANGE_NOT_SATISFIABLE, headers)
+}
+
+fn not_acceptable(status: CacheStatus) -> Response<Body> {
+    let mut response = Response::new(Body::from("no acceptable content-coding\n"));
+    *response.status_mut() = StatusCode::NOT_ACCEPTABLE;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    response
+        .headers_mut()
+        .insert("cache-status", status.to_header());
+    response
+}
+
+/// 206 for one range, or `multipart/byteranges` for several (RFC 9110 §14.6).
+fn partial(mut headers: HeaderMap, bytes: Bytes, ranges: &[ByteRange]) -> Response<Body> {
+    let complete = bytes.len() as u64;
+    let body = if let [only] = ranges {
+        if let Ok(v) = HeaderValue::from_str(&only.content_range(complete)) {
+            headers.insert(header::CONTENT_RANGE, v);
+        }
+        bytes.slice(only.start as usize..=only.end as usize)
+    } else {
+        // The boundary must not occur in the parts; a hash of the body is a safe choice.
+        let boundary = format!("edge-{}", &blake3::hash(&bytes).to_hex()[..24]);
+        let content_type = headers.get(header::CONTENT_TYPE).cloned();
+        let mut out = BytesMut::new();
+        for r in ranges {
+            out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+            if let Some(ct) = &content_type {
+                out.extend_from_slice(b"Content-Type: ");
+                out.extend_from_slice(ct.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(format!("Content-Range: {}\r\n\r\n", r.content_range(complete)).as_bytes());
+            out.extend_from_slice(&bytes[r.start as usize..=r.end as usize]);
+        }
+        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        if let Ok(v) = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}")) {
+            headers.insert(header::CONTENT_TYPE, v);
+        }
+        out.freeze()
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    // For HEAD, hyper sends the head only; the body is a cheap slice either way.
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The identity ETag for a body the origin sent without one: derived from its blake3
+/// hash so that every edge node gives the same ETag for the same bytes.
+pub fn derived_etag(hash: &crate::cache::meta::BlobHash) -> String {
+    format!("\"b3-{}\"", &hash.to_hex()[..32])
+}

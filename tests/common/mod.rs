@@ -1,0 +1,332 @@
+//! The test harness: a real HTTP origin on 127.0.0.1:0 that counts its hits and can
+//! misbehave on purpose, and an in-process edge pointed at it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, AsyncBufReadExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How a route misbehaves.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Misbehaviour {
+    /// Answers normally.
+    None,
+    /// Waits this long before sending the response head.
+    Slow(Duration),
+    /// Sends the head with the full Content-Length, half the body, then resets.
+    ResetMidBody,
+    /// Sends a chunked body and closes before the last chunk.
+    TruncatedChunked,
+    /// Declares a longer Content-Length than it sends, then closes.
+    WrongLength,
+    /// Sends the body a few bytes at a time with this pause between them.
+    Drip(Duration),
+    /// Sends something that is not an HTTP response.
+    Garbage,
+}
+
+/// What the origin answers on one path.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub misbehaviour: Misbehaviour,
+}
+
+impl Route {
+    /// 200 with `Cache-Control: max-age=3600` and `body`.
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Route {
+            status: 200,
+            headers: vec![
+                ("cache-control".into(), "max-age=3600".into()),
+                ("content-type".into(), "text/plain".into()),
+            ],
+            body: body.into(),
+            misbehaviour: Misbehaviour::None,
+        }
+    }
+
+    /// This route with another status.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// This route with `name: value` set (replacing an earlier value of `name`).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// This route without header `name`.
+    pub fn without(mut self, name: &str) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self
+    }
+
+    /// This route misbehaving.
+    pub fn misbehave(mut self, m: Misbehaviour) -> Self {
+        self.misbehaviour = m;
+        self
+    }
+}
+
+/// One request as the origin saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    routes: Mutex<HashMap<String, Route>>,
+    seen: Mutex<Vec<Seen>>,
+    hits: AtomicUsize,
+}
+
+/// A real HTTP/1.1 origin over TCP, written by hand so that it can misbehave in ways
+/// a well-behaved server library would not allow.
+#[derive(Clone)]
+pub struct TestOrigin {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl TestOrigin {
+    /// Starts an origin on 127.0.0.1:0. Unknown paths answer 404 without caching headers.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let accept_state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { break };
+                let state = accept_state.clone();
+                tokio::spawn(async move {
+                    let _ = serve_connection(stream, state).await;
+                });
+            }
+        });
+        TestOrigin { addr, state }
+    }
+
+    /// Sets what `path` (with query) answers.
+    pub fn route(&self, path: &str, route: Route) {
+        self.state.routes.lock().unwrap().insert(path.to_owned(), route);
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests received for `path`.
+    pub fn hits_on(&self, path: &str) -> usize {
+        self.seen().iter().filter(|s| s.target == path).count()
+    }
+
+    /// Every request received, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:4321`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let target = parts.next().unwrap_or("").to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).await?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let mut body = Vec::new();
+        if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(len, 0);
+            reader.read_exact(&mut body).await?;
+        } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size).await?;
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                reader.read_exact(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        state.hits.fetch_add(1, Ordering::SeqCst);
+        let route = state.routes.lock().unwrap().get(&target).cloned();
+        state.seen.lock().unwrap().push(Seen {
+            method: method.clone(),
+            target: target.clone(),
+            headers: headers.clone(),
+            body,
+        });
+        let route = route.unwrap_or(Route {
+            status: 404,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: Bytes::from_static(b"not found"),
+            misbehaviour: Misbehaviour::None,
+        });
+        let stream = reader.get_mut();
+        if let Misbehaviour::Slow(d) = route.misbehaviour {
+            tokio::time::sleep(d).await;
+        }
+        if route.misbehaviour == Misbehaviour::Garbage {
+            stream.write_all(b"HTCPCP/1.0 418 I'm a teapot\r\n\r\n").await?;
+            stream.shutdown().await?;
+            return Ok(());
+        }
+        let mut head = format!("HTTP/1.1 {} X\r\n", route.status);
+        for (n, v) in &route.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        let head_only = method == "HEAD" || route.status == 304 || route.status == 204;
+        match route.misbehaviour {
+            Misbehaviour::TruncatedChunked => {
+                head.push_str("transfer-encoding: chunked\r\n\r\n");
+                stream.write_all(head.as_bytes()).await?;
+                let half = &route.body[..route.body.len() / 2];
+                stream.write_all(format!("{:x}\r\n", half.len()).as_bytes()).await?;
+                stream.write_all(half).await?;
+                stream.write_all(b"\r\n").await?;
+                stream.flush().await?;
+                return Ok(());
+            }
+            Misbehaviour::WrongLength => {
+                head.push_str(&format!("content-length: {}\r\n\r\n", route.body.len() + 100));
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(&route.body).await?;
+                stream.flush().await?;
+                return Ok(());
+            }
+            Misbehaviour::ResetMidBody => {
+                head.push_str(&format!("content-length: {}\r\n\r\n", route.body.len()));
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(&route.body[..route.body.len() / 2]).await?;
+                stream.flush().await?;
+                // SO_LINGER 0 turns the close into a reset.
+                let _ = stream.set_linger(Some(Duration::ZERO));
+                return Ok(());
+            }
+            _ => {}
+        }
+        if !head_only {
+            head.push_str(&format!("content-length: {}\r\n", route.body.len()));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        if !head_only {
+            if let Misbehaviour::Drip(pause) = route.misbehaviour {
+                for piece in route.body.chunks(4) {
+                    stream.write_all(piece).await?;
+                    stream.flush().await?;
+                    tokio::time::sleep(pause).await;
+                }
+            } else {
+                stream.write_all(&route.body).await?;
+            }
+        }
+        stream.flush().await?;
+    }
+}
+
+/// An edge running in this process.
+pub struct TestEdge {
+    pub running: edge::server::Running,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEdge {
+    /// Starts an edge whose one site (`hosts = ["*"]`) uses `origin`, with extra TOML
+    /// appended to `[cache]`.
+    pub async fn start(origin: &TestOrigin) -> Self {
+        Self::start_with(origin, "").await
+    }
+
+    /// Starts an edge with `cache_extra` lines in `[cache]`.
+    pub async fn start_with(origin: &TestOrigin, cache_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndir = \"cache\"\n{cache_extra}\n[origin]\nconnect_timeout = \"1s\"\nfirst_byte_timeout = \"2s\"\nbody_timeout = \"3s\"\n[[site]]\nname = \"test\"\nhosts = [\"*\"]\norigin = \"{}\"\n",
+            origin.url()
+        );
+        Self::start_toml(&toml, dir).await
+    }
+
+    /// Starts an edge from a whole configuration text.
+    pub async fn start_toml(toml: &str, dir: tempfile::TempDir) -> Self {
+        let config = edge::config::Config::parse(toml, dir.path()).expect("test config is valid");
+        let running = edge::server::start(Arc::new(config)).await.unwrap();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(200)
+            .build()
+            .unwrap();
+        TestEdge { running, client, dir }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.addr, path)
+    }
+
+    /// GET `path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+}
+
+/// The `Cache-Status` of a response.
+pub fn cache_status(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}

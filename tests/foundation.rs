@@ -1,0 +1,297 @@
+//! The foundation: misses, hits, coalescing, storability, unknown hosts, pass-through,
+//! eviction, hop-by-hop hygiene and cut-off bodies — over real sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Misbehaviour, Route, TestEdge, TestOrigin, cache_status};
+
+#[tokio::test]
+async fn miss_then_hit() {
+    let origin = TestOrigin::start().await;
+    origin.route("/a.css", Route::ok("body { color: red }").header("content-type", "text/css"));
+    let edge = TestEdge::start(&origin).await;
+
+    let first = edge.get("/a.css").await;
+    assert_eq!(first.status(), 200);
+    let status = cache_status(&first);
+    assert!(status.contains("fwd=uri-miss") && status.contains("stored"), "{status}");
+    assert_eq!(first.text().await.unwrap(), "body { color: red }");
+
+    let second = edge.get("/a.css").await;
+    assert_eq!(second.status(), 200);
+    assert!(cache_status(&second).contains("hit"), "{}", cache_status(&second));
+    assert!(second.headers().contains_key("age"));
+    assert_eq!(second.headers()["content-type"], "text/css");
+    assert_eq!(second.text().await.unwrap(), "body { color: red }");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn thousand_concurrent_cold_requests_make_one_origin_request() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/cold.js",
+        Route::ok("x".repeat(10_000)).misbehave(Misbehaviour::Slow(Duration::from_millis(300))),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let url = edge.url("/cold.js");
+    let requests = (0..1000).map(|_| {
+        let client = edge.client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().len())
+        })
+    });
+    let results = futures_util::future::join_all(requests).await;
+    for r in results {
+        assert_eq!(r.unwrap(), (200, 10_000));
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn no_store_and_private_responses_are_never_stored() {
+    let origin = TestOrigin::start().await;
+    origin.route("/ns", Route::ok("secret").header("cache-control", "no-store"));
+    origin.route("/p", Route::ok("mine").header("cache-control", "private, max-age=60"));
+    let edge = TestEdge::start(&origin).await;
+    for path in ["/ns", "/p"] {
+        for _ in 0..3 {
+            let r = edge.get(path).await;
+            assert_eq!(r.status(), 200);
+            assert!(!cache_status(&r).contains("hit"), "{}", cache_status(&r));
+            assert!(!cache_status(&r).contains("stored"), "{}", cache_status(&r));
+        }
+        assert_eq!(origin.hits_on(path), 3);
+    }
+}
+
+#[tokio::test]
+async fn response_without_freshness_gets_no_default_ttl() {
+    let origin = TestOrigin::start().await;
+    // 200 without Cache-Control, Expires or Last-Modified: nothing says it may be reused.
+    origin.route("/bare", Route::ok("bare").without("cache-control"));
+    let edge = TestEdge::start(&origin).await;
+    edge.get("/bare").await;
+    let r = edge.get("/bare").await;
+    assert!(!cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    assert_eq!(origin.hits_on("/bare"), 2);
+}
+
+#[tokio::test]
+async fn unknown_host_gets_421_and_never_reaches_origin() {
+    let origin = TestOrigin::start().await;
+    origin.route("/", Route::ok("home"));
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[site]]\nhosts = [\"assets.example.com\", \"*.cdn.example.com\"]\norigin = \"{}\"\n",
+        origin.url()
+    );
+    let edge = TestEdge::start_toml(&toml, dir).await;
+    let r = edge
+        .client
+        .get(edge.url("/"))
+        .header("host", "evil.example.net")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    let ok = edge
+        .client
+        .get(edge.url("/"))
+        .header("host", "img.cdn.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let bare = edge
+        .client
+        .get(edge.url("/"))
+        .header("host", "cdn.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 421, "a wildcard does not match its bare domain");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn post_passes_through_with_its_body_and_invalidates_the_url() {
+    let origin = TestOrigin::start().await;
+    origin.route("/doc", Route::ok("v1"));
+    let edge = TestEdge::start(&origin).await;
+    edge.get("/doc").await;
+    assert!(cache_status(&edge.get("/doc").await).contains("hit"));
+
+    let posted = edge
+        .client
+        .post(edge.url("/doc"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    assert!(cache_status(&posted).contains("fwd=method"));
+    let seen = origin.seen();
+    let post = seen.iter().find(|s| s.method == "POST").expect("origin saw the POST");
+    assert_eq!(post.body, b"payload");
+
+    origin.route("/doc", Route::ok("v2"));
+    let after = edge.get("/doc").await;
+    assert!(!cache_status(&after).contains("hit"), "{}", cache_status(&after));
+    assert_eq!(after.text().await.unwrap(), "v2");
+}
+
+#[tokio::test]
+async fn failed_post_does_not_invalidate() {
+    let origin = TestOrigin::start().await;
+    origin.route("/doc", Route::ok("v1"));
+    let edge = TestEdge::start(&origin).await;
+    edge.get("/doc").await;
+    origin.route("/doc", Route::ok("nope").status(500));
+    let posted = edge.client.post(edge.url("/doc")).body("x").send().await.unwrap();
+    assert_eq!(posted.status(), 500);
+    // The GET entry is untouched because the POST failed.
+    origin.route("/doc", Route::ok("v2"));
+    let r = edge.get("/doc").await;
+    assert!(cache_status(&r).contains("hit"));
+    assert_eq!(r.text().await.unwrap(), "v1");
+}
+
+#[tokio::test]
+async fn eviction_keeps_stored_bytes_under_the_memory_budget() {
+    let origin = TestOrigin::start().await;
+    let body = "z".repeat(64 * 1024);
+    for i in 0..64 {
+        origin.route(&format!("/o{i}"), Route::ok(body.clone()));
+    }
+    // 1 MiB budget, 64 × 64 KiB = 4 MiB offered.
+    let edge = TestEdge::start_with(&origin, "memory = \"1MiB\"").await;
+    for i in 0..64 {
+        let r = edge.get(&format!("/o{i}")).await;
+        assert_eq!(r.bytes().await.unwrap().len(), body.len());
+        let memory = edge.running.state.cache.memory();
+        assert!(memory.bytes() <= 1 << 20, "{} bytes held", memory.bytes());
+    }
+    assert!(edge.running.state.cache.memory().evictions() > 0);
+    // The most recent object is still a hit.
+    assert!(cache_status(&edge.get("/o63").await).contains("hit"));
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_do_not_leak_either_way() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/h",
+        Route::ok("h")
+            .header("connection", "x-origin-secret")
+            .header("x-origin-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authenticate", "Basic"),
+    );
+    let edge = TestEdge::start(&origin).await;
+    for _ in 0..2 {
+        let r = edge
+            .client
+            .get(edge.url("/h"))
+            .header("connection", "x-client-secret")
+            .header("x-client-secret", "1")
+            .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+            .header("te", "trailers")
+            .send()
+            .await
+            .unwrap();
+        assert!(!r.headers().contains_key("x-origin-secret"));
+        assert!(!r.headers().contains_key("keep-alive"));
+        assert!(!r.headers().contains_key("proxy-authenticate"));
+    }
+    let seen = &origin.seen()[0];
+    assert_eq!(seen.header("x-client-secret"), None);
+    assert_eq!(seen.header("proxy-authorization"), None);
+    assert_eq!(seen.header("te"), None);
+    assert!(seen.header("via").is_some_and(|v| v.contains("edge")));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+}
+
+#[tokio::test]
+async fn body_cut_off_mid_transfer_is_not_stored() {
+    let origin = TestOrigin::start().await;
+    let body = "0123456789".repeat(1000);
+    for (path, m) in [
+        ("/reset", Misbehaviour::ResetMidBody),
+        ("/short", Misbehaviour::WrongLength),
+        ("/chunks", Misbehaviour::TruncatedChunked),
+    ] {
+        origin.route(path, Route::ok(body.clone()).misbehave(m));
+    }
+    let edge = TestEdge::start(&origin).await;
+    for path in ["/reset", "/short", "/chunks"] {
+        let r = edge.get(path).await;
+        assert_eq!(r.status(), 502, "{path}");
+        assert!(cache_status(&r).contains("fwd-status=502"), "{}", cache_status(&r));
+        // Now the origin behaves: the next request gets the true, whole body.
+        origin.route(path, Route::ok(body.clone()));
+        let r = edge.get(path).await;
+        assert_eq!(r.status(), 200);
+        assert!(!cache_status(&r).contains("hit"), "{path}: nothing partial was stored");
+        assert_eq!(r.text().await.unwrap(), body);
+    }
+}
+
+#[tokio::test]
+async fn origin_errors_are_passed_through_uncached() {
+    let origin = TestOrigin::start().await;
+    origin.route("/boom", Route::ok("boom").status(503).without("cache-control"));
+    let edge = TestEdge::start(&origin).await;
+    for _ in 0..2 {
+        let r = edge.get("/boom").await;
+        assert_eq!(r.status(), 503);
+    }
+    assert_eq!(origin.hits_on("/boom"), 2);
+}
+
+#[tokio::test]
+async fn slow_origin_times_out_with_504() {
+    let origin = TestOrigin::start().await;
+    origin.route("/slow", Route::ok("late").misbehave(Misbehaviour::Slow(Duration::from_secs(5))));
+    let edge = TestEdge::start(&origin).await;
+    let r = edge.get("/slow").await;
+    assert_eq!(r.status(), 504);
+    assert!(cache_status(&r).contains("detail=origin-timeout"), "{}", cache_status(&r));
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_stored_get() {
+    let origin = TestOrigin::start().await;
+    origin.route("/h.txt", Route::ok("twelve bytes"));
+    let edge = TestEdge::start(&origin).await;
+    let head = edge.client.head(edge.url("/h.txt")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "12");
+    let get = edge.get("/h.txt").await;
+    assert!(cache_status(&get).contains("hit"));
+    assert_eq!(origin.seen()[0].method, "GET");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn default_config_serves_the_sample_site_through_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("edge.toml")).unwrap();
+    let text = text
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:9090\"", "listen = \"127.0.0.1:0\"")
+        .replace("origin = \"dir:assets\"", &format!("origin = \"dir:{}\"", root.join("assets").display()));
+    let edge = TestEdge::start_toml(&text, dir).await;
+    let first = edge.get("/").await;
+    assert_eq!(first.status(), 200);
+    assert!(cache_status(&first).contains("stored"), "{}", cache_status(&first));
+    let second = edge.get("/").await;
+    assert!(cache_status(&second).contains("hit"), "{}", cache_status(&second));
+    assert!(second.text().await.unwrap().contains("edge sample site"));
+}
