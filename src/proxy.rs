@@ -124,7 +124,7 @@ async fn serve(
 
     let (parts, _body) = request.into_parts();
     let now = state.clock.now();
-    match state.cache.lookup(&key, now) {
+    match state.cache.lookup(&key, now).await {
         Lookup::Fresh(hit) => Ok(respond(&hit.entry, &parts, now, CacheStatus::hit())),
         Lookup::Stale(_) => miss(state, &site, key, peer, parts, "stale").await,
         Lookup::Miss => miss(state, &site, key, peer, parts, "uri-miss").await,

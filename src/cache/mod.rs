@@ -146,7 +146,7 @@ impl Cache {
     }
 
     /// Looks `key` up at `now`: memory tier first, then disk.
-    pub fn lookup(&self, key: &CacheKey, now: SystemTime) -> Lookup {
+    pub async fn lookup(&self, key: &CacheKey, now: SystemTime) -> Lookup {
         let Some(entry) = self.inner.memory.get(key) else {
             return Lookup::Miss;
         };
@@ -176,6 +176,19 @@ impl Cache {
         });
         self.inner.memory.insert(entry.clone());
         entry
+    }
+
+    /// Replaces the metadata of a stored entry and keeps its bodies (a 304 revalidation,
+    /// RFC 9111 §4.3.4, or a soft purge). Returns the new entry.
+    pub fn update_meta(&self, entry: &Entry, mut meta: Meta) -> Arc<Entry> {
+        meta.generation = self.generation();
+        let updated = Arc::new(Entry {
+            key: entry.key.clone(),
+            meta,
+            bodies: entry.bodies.clone(),
+        });
+        self.inner.memory.insert(updated.clone());
+        updated
     }
 
     /// Removes `key` from every tier; returns whether anything was removed.
