@@ -12,6 +12,9 @@ pub struct CacheKey(String);
 /// Separates the parts of a key; it cannot appear in a host or an HTTP path.
 const SEP: char = '\u{1f}';
 
+/// Separates a primary key from the `Vary` values of one variant.
+const VARIANT: char = '\u{1e}';
+
 impl CacheKey {
     /// Builds the key of a request for `site`.
     pub fn new(site: &str, host: &str, path_and_query: &str) -> Self {
@@ -44,9 +47,38 @@ impl CacheKey {
         self.0.split(SEP).nth(1).unwrap_or("")
     }
 
-    /// The path and query part.
+    /// The path and query part (without any variant suffix).
     pub fn path_and_query(&self) -> &str {
-        self.0.splitn(3, SEP).nth(2).unwrap_or("")
+        let rest = self.0.splitn(3, SEP).nth(2).unwrap_or("");
+        rest.split(VARIANT).next().unwrap_or("")
+    }
+
+    /// The key of one `Vary` variant of this (primary) key.
+    pub fn variant(&self, variant: &str) -> CacheKey {
+        let mut s = String::with_capacity(self.0.len() + variant.len() + 1);
+        s.push_str(self.primary_str());
+        s.push(VARIANT);
+        s.push_str(variant);
+        CacheKey(s)
+    }
+
+    /// The primary key of a variant key (itself for a primary key).
+    pub fn primary(&self) -> CacheKey {
+        CacheKey(self.primary_str().to_owned())
+    }
+
+    /// Whether this is the key of a `Vary` variant.
+    pub fn is_variant(&self) -> bool {
+        self.0.contains(VARIANT)
+    }
+
+    /// The prefix every variant key of this primary key starts with.
+    pub fn variant_prefix(&self) -> String {
+        format!("{}{VARIANT}", self.primary_str())
+    }
+
+    fn primary_str(&self) -> &str {
+        self.0.split(VARIANT).next().unwrap_or("")
     }
 }
 

@@ -114,6 +114,7 @@ pub struct Cache {
 
 struct Inner {
     memory: MemoryTier,
+    vary: std::sync::RwLock<std::collections::HashMap<CacheKey, Arc<[String]>>>,
     flights: Flights,
     generation: AtomicU64,
 }
@@ -124,6 +125,7 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 memory: MemoryTier::new(config.memory),
+                vary: Default::default(),
                 flights: Flights::default(),
                 generation: AtomicU64::new(0),
             }),
@@ -194,6 +196,33 @@ impl Cache {
     /// Removes `key` from every tier; returns whether anything was removed.
     pub fn remove(&self, key: &CacheKey) -> bool {
         self.inner.memory.remove(key)
+    }
+
+    /// Records the request fields a URL's responses vary on (its variants are stored
+    /// under [`CacheKey::variant`] keys).
+    pub fn set_vary(&self, primary: &CacheKey, names: Vec<String>) {
+        let mut vary = self.inner.vary.write().expect("vary lock poisoned");
+        if vary.get(primary).is_some_and(|old| **old == *names) {
+            return;
+        }
+        vary.insert(primary.clone(), names.into());
+    }
+
+    /// The request fields a URL's responses vary on, when they vary.
+    pub fn vary(&self, primary: &CacheKey) -> Option<Arc<[String]>> {
+        self.inner.vary.read().expect("vary lock poisoned").get(primary).cloned()
+    }
+
+    /// Forgets that a URL varies.
+    pub fn remove_vary(&self, primary: &CacheKey) {
+        self.inner.vary.write().expect("vary lock poisoned").remove(primary);
+    }
+
+    /// Removes every entry whose key starts with `prefix`; returns how many.
+    pub fn remove_prefix(&self, prefix: &str) -> usize {
+        self.inner
+            .memory
+            .remove_where(|e| e.key.as_str().starts_with(prefix))
     }
 
     /// Makes every stored entry a miss, in O(1).
