@@ -81,6 +81,25 @@ pub struct Site {
     pub origin: OriginTarget,
     /// For `dir:` origins: the `Cache-Control` the directory answers with.
     pub dir_cache_control: Option<String>,
+    /// Stale-while-revalidate window applied when a response names none (RFC 5861).
+    pub stale_while_revalidate: Duration,
+    /// Stale-if-error window applied when a response names none (RFC 5861).
+    pub stale_if_error: Duration,
+    /// What client request `Cache-Control` may do.
+    pub client_cache_control: ClientCacheControl,
+    /// Most `Vary` variants kept per URL.
+    pub max_variants: usize,
+}
+
+/// How a site treats request `Cache-Control` (and `Pragma`) from clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCacheControl {
+    /// Ignored, as CDNs do, so that clients cannot force origin load
+    /// (`only-if-cached` is still honoured).
+    Ignore,
+    /// Honoured as RFC 9111 §5.2.1 describes for a private cache: `no-cache`,
+    /// `max-age`, `min-fresh`, `max-stale` and `no-store`.
+    Honor,
 }
 
 /// A host pattern of a site.
@@ -240,6 +259,10 @@ struct RawSite {
     hosts: Vec<String>,
     origin: String,
     dir_cache_control: Option<String>,
+    stale_while_revalidate: Option<String>,
+    stale_if_error: Option<String>,
+    client_cache_control: Option<String>,
+    max_variants: Option<usize>,
 }
 
 /// Collects validation errors so that one run reports all of them.
@@ -272,6 +295,18 @@ impl Checker {
             self.fail(key, message);
             parse_size(default).expect("default size parses")
         })
+    }
+
+    /// A duration that may be zero (`"0s"`), defaulting to zero.
+    fn duration_or_zero(&mut self, key: &str, value: Option<&str>) -> Duration {
+        match value.map(parse_duration) {
+            None => Duration::ZERO,
+            Some(Ok(d)) => d,
+            Some(Err(message)) => {
+                self.fail(key, message);
+                Duration::ZERO
+            }
+        }
     }
 
     fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
@@ -414,11 +449,33 @@ impl Config {
                 }
                 (OriginTarget::Http(_), None) => None,
             };
+            let client_cache_control = match s.client_cache_control.as_deref() {
+                None | Some("ignore") => ClientCacheControl::Ignore,
+                Some("honor") => ClientCacheControl::Honor,
+                Some(other) => {
+                    c.fail(
+                        &key("client_cache_control"),
+                        format!("`{other}` is not `ignore` or `honor`"),
+                    );
+                    ClientCacheControl::Ignore
+                }
+            };
+            let max_variants = s.max_variants.unwrap_or(32);
+            if max_variants == 0 {
+                c.fail(&key("max_variants"), "must be at least 1");
+            }
             sites.push(Site {
                 name,
                 hosts,
                 origin,
                 dir_cache_control,
+                stale_while_revalidate: c.duration_or_zero(
+                    &key("stale_while_revalidate"),
+                    s.stale_while_revalidate.as_deref(),
+                ),
+                stale_if_error: c.duration_or_zero(&key("stale_if_error"), s.stale_if_error.as_deref()),
+                client_cache_control,
+                max_variants,
             });
         }
 

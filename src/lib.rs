@@ -6,6 +6,7 @@
 //! - [`server`]: shared state, routers, listeners, graceful shutdown.
 //! - [`proxy`]: the request path — site, key, lookup, coalesced fill, respond.
 //! - [`respond`]: entry + request → response (representation, 304/412, 206/416, headers).
+//! - [`fill`]: fetching, revalidating and storing a response from the origin.
 //! - [`origin`]: the origin client (pooled HTTP/HTTPS, or a directory), timeouts,
 //!   hop-by-hop stripping.
 //! - [`cache`]: the store — memory tier, disk tier, keys, metadata, coalescing.
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod fill;
 pub mod http;
 pub mod origin;
 pub mod proxy;

@@ -1,28 +1,28 @@
-//! The request path, top to bottom: site by host, method, key, lookup, fill (coalesced),
-//! respond. Every response carries `Cache-Status` and `Age` and is logged once.
+//! The request path, top to bottom: site by host, method, key (with `Vary`), lookup,
+//! then fresh → respond; stale → serve-while-revalidate, or revalidate (coalesced) and
+//! serve stale if the origin fails and that is allowed; miss → fill (coalesced).
+//! Every response carries `Cache-Status` and `Age` and is logged once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
-use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, request};
-use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::cache::flight::{Flight, Outcome};
+use crate::cache::flight::{Flight, Leader, Outcome};
 use crate::cache::key::CacheKey;
-use crate::cache::meta::{BlobHash, Meta, Rep, to_unix};
 use crate::cache::{Entry, Lookup};
-use crate::error::{EdgeError, OriginFailure};
-use crate::http::encoding::Encoding;
-use crate::http::freshness::{self, Storability};
+use crate::config::ClientCacheControl;
+use crate::error::EdgeError;
+use crate::fill::{FillRequest, Filled, fill, variant_key};
+use crate::http::cache_control::CacheControl;
 use crate::origin::{VIA, forward_headers};
-use crate::respond::{CacheStatus, derived_etag, respond};
+use crate::respond::{CacheStatus, respond};
 use crate::server::{AppState, SiteRuntime};
 
 /// The axum handler for every client request.
@@ -81,8 +81,8 @@ fn outcome_of(cache_status: &str) -> &'static str {
     }
 }
 
-/// The request's host: `Host`, or the URI authority for HTTP/2; lower-cased, without
-/// port or trailing dot.
+/// The request's host: the URI authority (HTTP/2, absolute-form) or `Host`;
+/// lower-cased, without port or trailing dot.
 pub fn request_host<B>(request: &Request<B>) -> Option<String> {
     let raw = match request.uri().host() {
         Some(h) => h,
@@ -104,40 +104,359 @@ async fn serve(
     request: Request<Body>,
 ) -> Result<Response<Body>, EdgeError> {
     let host = request_host(&request).ok_or(EdgeError::BadRequest("missing or invalid Host"))?;
-    let sites = state.sites();
-    let site = sites
+    let site = state
+        .sites()
         .by_host(&host)
         .ok_or_else(|| EdgeError::UnknownHost(host.clone()))?
         .clone();
-    drop(sites);
-
     let path_and_query = request
         .uri()
         .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
-    let key = CacheKey::new(&site.name, &host, &path_and_query);
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let primary = CacheKey::new(&site.name, &host, path_and_query);
 
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return pass_unsafe(state, &site, &key, peer, request).await;
+        return pass_unsafe(state, &site, &primary, &host, peer, request).await;
+    }
+    let (mut parts, _body) = request.into_parts();
+    let directives = CacheControl::from_headers(&parts.headers, &header::CACHE_CONTROL).unwrap_or_default();
+    if site.config.client_cache_control == ClientCacheControl::Ignore {
+        // CDN behaviour: clients cannot force origin load or change what is stored.
+        parts.headers.remove(header::CACHE_CONTROL);
+        parts.headers.remove(header::PRAGMA);
+    }
+    let get = Get {
+        state,
+        site: &site,
+        primary,
+        peer,
+        parts,
+        directives,
+    };
+    get.serve().await
+}
+
+/// One GET or HEAD request on its way through the cache.
+struct Get<'a> {
+    state: &'a AppState,
+    site: &'a SiteRuntime,
+    primary: CacheKey,
+    peer: SocketAddr,
+    parts: request::Parts,
+    /// The client's `Cache-Control`, read before an `ignore` site dropped it.
+    directives: CacheControl,
+}
+
+/// How many times a request starts over when a coalesced fill produced another
+/// `Vary` variant than the one it needs.
+const MAX_RESTARTS: usize = 3;
+
+impl Get<'_> {
+    fn honor(&self) -> bool {
+        self.site.config.client_cache_control == ClientCacheControl::Honor
     }
 
-    let (parts, _body) = request.into_parts();
-    let now = state.clock.now();
-    match state.cache.lookup(&key, now).await {
-        Lookup::Fresh(hit) => Ok(respond(&hit.entry, &parts, now, CacheStatus::hit())),
-        Lookup::Stale(_) => miss(state, &site, key, peer, parts, "stale").await,
-        Lookup::Miss => miss(state, &site, key, peer, parts, "uri-miss").await,
+    /// The key this request selects: the primary key, or its `Vary` variant.
+    fn key(&self) -> CacheKey {
+        match self.state.cache.vary(&self.primary) {
+            Some(names) => variant_key(&self.primary, &names, &self.parts.headers),
+            None => self.primary.clone(),
+        }
+    }
+
+    async fn serve(&self) -> Result<Response<Body>, EdgeError> {
+        for _ in 0..MAX_RESTARTS {
+            if let Some(response) = self.attempt().await? {
+                return Ok(response);
+            }
+        }
+        // Variants keep changing under us: answer from the origin without the cache.
+        self.forward_uncoalesced(&self.key(), None, "vary-miss").await
+    }
+
+    /// One pass through lookup and fill; `None` to start over.
+    async fn attempt(&self) -> Result<Option<Response<Body>>, EdgeError> {
+        let key = self.key();
+        let now = self.state.clock.now();
+        let only_if_cached = self.directives.only_if_cached;
+        match self.state.cache.lookup(&key, now).await {
+            Lookup::Fresh(hit) => {
+                if self.honor() && self.client_wants_revalidation(&hit.entry, now) {
+                    return self.forward(&key, Some(hit.entry), "request").await;
+                }
+                Ok(Some(respond(&hit.entry, &self.parts, now, CacheStatus::hit())))
+            }
+            Lookup::Stale(hit) => {
+                let entry = hit.entry;
+                if self.honor() && self.client_accepts_stale(&entry, now) {
+                    let status = CacheStatus {
+                        detail: Some("max-stale"),
+                        ..CacheStatus::hit()
+                    };
+                    return Ok(Some(respond(&entry, &self.parts, now, status)));
+                }
+                if only_if_cached {
+                    return Err(EdgeError::NotCached);
+                }
+                if self.within_stale_while_revalidate(&entry, now) {
+                    self.refresh_in_background(&key, entry.clone());
+                    let status = CacheStatus {
+                        detail: Some("stale-while-revalidate"),
+                        ..CacheStatus::hit()
+                    };
+                    return Ok(Some(respond(&entry, &self.parts, now, status)));
+                }
+                self.forward(&key, Some(entry), "stale").await
+            }
+            Lookup::Miss if only_if_cached => Err(EdgeError::NotCached),
+            Lookup::Miss => {
+                let reason = if key.is_variant() { "vary-miss" } else { "uri-miss" };
+                self.forward(&key, None, reason).await
+            }
+        }
+    }
+
+    fn fill_request(&self, stale: Option<Arc<Entry>>) -> FillRequest {
+        FillRequest {
+            primary: self.primary.clone(),
+            client_headers: self.parts.headers.clone(),
+            peer: self.peer,
+            stale,
+        }
+    }
+
+    /// Goes to the origin for `key`, coalesced with every other request for it.
+    async fn forward(
+        &self,
+        key: &CacheKey,
+        stale: Option<Arc<Entry>>,
+        reason: &'static str,
+    ) -> Result<Option<Response<Body>>, EdgeError> {
+        loop {
+            match self.state.cache.flights().join(key) {
+                Flight::Leader(leader) => {
+                    let filled = lead(self.state, self.site, self.fill_request(stale.clone()), leader).await;
+                    return self.answer(key, filled, stale.as_ref(), reason, false).map(Some);
+                }
+                Flight::Follower(follower) => {
+                    match follower.wait(self.state.config.server.coalesce_wait).await {
+                        Some(Outcome::Stored(entry)) => {
+                            if entry.key != self.key() {
+                                // The leader stored another Vary variant: start over.
+                                return Ok(None);
+                            }
+                            let status = CacheStatus {
+                                collapsed: true,
+                                fwd_status: Some(entry.meta.status),
+                                ..CacheStatus::forward(reason)
+                            };
+                            return Ok(Some(respond(&entry, &self.parts, self.state.clock.now(), status)));
+                        }
+                        Some(Outcome::Failed(kind, origin)) => {
+                            let error = EdgeError::Origin { origin, kind };
+                            return self.answer(key, Err(error), stale.as_ref(), reason, true).map(Some);
+                        }
+                        Some(Outcome::Abandoned) => continue,
+                        // Not storable, or the leader is too slow: fetch for ourselves.
+                        Some(Outcome::Pass) | None => {
+                            return self.forward_uncoalesced(key, stale, reason).await.map(Some);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn forward_uncoalesced(
+        &self,
+        key: &CacheKey,
+        stale: Option<Arc<Entry>>,
+        reason: &'static str,
+    ) -> Result<Response<Body>, EdgeError> {
+        let filled = fill(self.state.clone(), self.site.clone(), self.fill_request(stale.clone())).await;
+        self.answer(key, filled, stale.as_ref(), reason, false)
+    }
+
+    /// Turns a fill's result into the response, serving stale on origin failure where
+    /// RFC 5861 `stale-if-error` (or the site's default) allows it.
+    fn answer(
+        &self,
+        key: &CacheKey,
+        filled: Result<Filled, EdgeError>,
+        stale: Option<&Arc<Entry>>,
+        reason: &'static str,
+        collapsed: bool,
+    ) -> Result<Response<Body>, EdgeError> {
+        let now = self.state.clock.now();
+        let usable_stale = stale.filter(|e| self.within_stale_if_error(e, now));
+        match filled {
+            Ok(Filled::Stored(entry, fwd_status)) => {
+                let status = CacheStatus {
+                    fwd_status: Some(fwd_status),
+                    stored: true,
+                    collapsed,
+                    ..CacheStatus::forward(reason)
+                };
+                if entry.key != *key {
+                    // A new Vary variant: the request's own variant is what was stored.
+                    tracing::debug!(key = %entry.key, "stored a Vary variant");
+                }
+                Ok(respond(&entry, &self.parts, now, status))
+            }
+            Ok(Filled::Revalidated(entry)) => {
+                let status = CacheStatus {
+                    fwd_status: Some(304),
+                    collapsed,
+                    ..CacheStatus::forward(reason)
+                };
+                Ok(respond(&entry, &self.parts, now, status))
+            }
+            Ok(Filled::Pass(response, _)) if is_server_error(response.status().as_u16()) && usable_stale.is_some() => {
+                let entry = usable_stale.expect("checked above");
+                let status = CacheStatus {
+                    fwd_status: Some(response.status().as_u16()),
+                    detail: Some("stale-if-error"),
+                    ..CacheStatus::forward("stale")
+                };
+                Ok(respond(entry, &self.parts, now, status))
+            }
+            Ok(Filled::Pass(mut response, detail)) => {
+                let status = CacheStatus {
+                    fwd_status: Some(response.status().as_u16()),
+                    detail: Some(detail),
+                    collapsed,
+                    ..CacheStatus::forward(reason)
+                };
+                decorate_pass(response.headers_mut(), status);
+                Ok(response)
+            }
+            Err(EdgeError::Origin { kind, .. }) if usable_stale.is_some() => {
+                let entry = usable_stale.expect("checked above");
+                let status = CacheStatus {
+                    fwd_status: Some(EdgeError::Origin { origin: String::new(), kind: kind.clone() }.status().as_u16()),
+                    detail: Some("stale-if-error"),
+                    ..CacheStatus::forward("stale")
+                };
+                Ok(respond(entry, &self.parts, now, status))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Starts one background revalidation for `key` unless one is running.
+    fn refresh_in_background(&self, key: &CacheKey, stale: Arc<Entry>) {
+        if let Flight::Leader(leader) = self.state.cache.flights().join(key) {
+            let state = self.state.clone();
+            let site = self.site.clone();
+            let request = self.fill_request(Some(stale));
+            tokio::spawn(async move {
+                if let Err(error) = lead(&state, &site, request, leader).await {
+                    tracing::warn!(%error, "background revalidation failed");
+                }
+            });
+        }
+    }
+
+    fn staleness(entry: &Entry, now: SystemTime) -> u64 {
+        let meta = &entry.meta;
+        meta.freshness
+            .current_age(meta.response_at(), now)
+            .saturating_sub(meta.freshness.lifetime)
+    }
+
+    /// RFC 5861 §3, or the site's default window when the response names none.
+    fn within_stale_while_revalidate(&self, entry: &Entry, now: SystemTime) -> bool {
+        let f = &entry.meta.freshness;
+        f.within_stale_while_revalidate(entry.meta.response_at(), now)
+            || self.site_default_allows(entry, now, self.site.config.stale_while_revalidate)
+    }
+
+    /// RFC 5861 §4, or the site's default window when the response names none.
+    fn within_stale_if_error(&self, entry: &Entry, now: SystemTime) -> bool {
+        let f = &entry.meta.freshness;
+        f.within_stale_if_error(entry.meta.response_at(), now)
+            || self.site_default_allows(entry, now, self.site.config.stale_if_error)
+    }
+
+    fn site_default_allows(&self, entry: &Entry, now: SystemTime, window: Duration) -> bool {
+        let f = &entry.meta.freshness;
+        // RFC 9111 §4.2.4: never serve stale against must-revalidate or no-cache.
+        !window.is_zero() && !f.must_revalidate && !f.no_cache && Self::staleness(entry, now) < window.as_secs()
+    }
+
+    /// RFC 9111 §5.2.1: `no-cache`, `max-age` and `min-fresh` in the request.
+    fn client_wants_revalidation(&self, entry: &Entry, now: SystemTime) -> bool {
+        let d = &self.directives;
+        let meta = &entry.meta;
+        let age = meta.freshness.current_age(meta.response_at(), now);
+        let pragma_no_cache = self.directives.is_empty()
+            && self
+                .parts
+                .headers
+                .get(header::PRAGMA)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"));
+        d.no_cache
+            || pragma_no_cache
+            || d.max_age.is_some_and(|max| age > max)
+            || d.min_fresh.is_some_and(|min| meta.freshness.ttl(meta.response_at(), now) < min as i64)
+    }
+
+    /// RFC 9111 §5.2.1.2: `max-stale` lets a client take a stale response, unless the
+    /// response forbids it (§4.2.4).
+    fn client_accepts_stale(&self, entry: &Entry, now: SystemTime) -> bool {
+        let f = &entry.meta.freshness;
+        match self.directives.max_stale {
+            Some(limit) if !f.must_revalidate && !f.no_cache && !entry.meta.invalidated => {
+                Self::staleness(entry, now) <= limit
+            }
+            _ => false,
+        }
     }
 }
 
+/// Runs a fill as the leader, in a task of its own so that a client going away does
+/// not abort it, and publishes the outcome to the followers.
+async fn lead(
+    state: &AppState,
+    site: &SiteRuntime,
+    request: FillRequest,
+    leader: Leader,
+) -> Result<Filled, EdgeError> {
+    let task = tokio::spawn(fill_and_publish(state.clone(), site.clone(), request, leader));
+    task.await.map_err(|e| EdgeError::Internal(format!("fill task: {e}")))?
+}
+
+async fn fill_and_publish(
+    state: AppState,
+    site: SiteRuntime,
+    request: FillRequest,
+    leader: Leader,
+) -> Result<Filled, EdgeError> {
+    let filled = fill(state, site, request).await;
+    let outcome = match &filled {
+        Ok(Filled::Stored(entry, _)) | Ok(Filled::Revalidated(entry)) => Outcome::Stored(entry.clone()),
+        Ok(Filled::Pass(..)) => Outcome::Pass,
+        Err(EdgeError::Origin { origin, kind }) => Outcome::Failed(kind.clone(), origin.clone()),
+        Err(_) => Outcome::Abandoned,
+    };
+    leader.finish(outcome);
+    filled
+}
+
+fn is_server_error(status: u16) -> bool {
+    // RFC 5861 §4: stale-if-error applies to 500, 502, 503 and 504.
+    matches!(status, 500 | 502 | 503 | 504)
+}
+
 /// Passes an unsafe or unknown method through to the origin with its body streamed,
-/// never stores the answer, and invalidates the URL when the method succeeded
-/// (RFC 9111 §4.4).
+/// never stores the answer, and invalidates the target URI and same-host `Location`
+/// and `Content-Location` when the method succeeded (RFC 9111 §4.4).
 async fn pass_unsafe(
     state: &AppState,
     site: &SiteRuntime,
-    key: &CacheKey,
+    primary: &CacheKey,
+    host: &str,
     peer: SocketAddr,
     request: Request<Body>,
 ) -> Result<Response<Body>, EdgeError> {
@@ -148,18 +467,45 @@ async fn pass_unsafe(
     *forward.headers_mut() = forward_headers(&parts.headers, Some(peer.ip()), "http");
     let mut response = site.origin.send(forward).await?;
     let status = response.status();
-    let unsafe_method = matches!(
+    let unsafe_method = !matches!(
         parts.method,
-        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
     if unsafe_method && (status.is_success() || status.is_redirection()) {
-        state.cache.remove(key);
+        invalidate(state, primary);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(target) = response.headers().get(&name).and_then(|v| same_host_target(v, host)) {
+                invalidate(state, &CacheKey::new(&site.name, host, &target));
+            }
+        }
     }
-    decorate_pass(response.headers_mut(), CacheStatus {
-        fwd_status: Some(status.as_u16()),
-        ..CacheStatus::forward("method")
-    });
+    decorate_pass(
+        response.headers_mut(),
+        CacheStatus {
+            fwd_status: Some(status.as_u16()),
+            ..CacheStatus::forward("method")
+        },
+    );
     Ok(response)
+}
+
+/// Removes a URL and all its `Vary` variants.
+fn invalidate(state: &AppState, primary: &CacheKey) {
+    state.cache.remove(primary);
+    state.cache.remove_prefix(&primary.variant_prefix());
+}
+
+/// The path and query of a `Location`/`Content-Location` value when it names this
+/// host (relative references always do), RFC 9111 §4.4.
+fn same_host_target(value: &HeaderValue, host: &str) -> Option<String> {
+    let uri: http::Uri = value.to_str().ok()?.parse().ok()?;
+    if let Some(authority) = uri.host()
+        && !authority.eq_ignore_ascii_case(host)
+    {
+        return None;
+    }
+    let path = uri.path_and_query()?.as_str();
+    path.starts_with('/').then(|| path.to_owned())
 }
 
 fn path_only(uri: &http::Uri) -> http::Uri {
@@ -173,318 +519,4 @@ fn path_only(uri: &http::Uri) -> http::Uri {
 fn decorate_pass(headers: &mut HeaderMap, status: CacheStatus) {
     headers.append(header::VIA, HeaderValue::from_static(VIA));
     headers.insert("cache-status", status.to_header());
-}
-
-/// A miss (or a stale entry, until revalidation): join the key's flight; the leader
-/// fills in a task of its own so that a client going away does not abort the fill.
-async fn miss(
-    state: &AppState,
-    site: &SiteRuntime,
-    key: CacheKey,
-    peer: SocketAddr,
-    parts: request::Parts,
-    reason: &'static str,
-) -> Result<Response<Body>, EdgeError> {
-    loop {
-        match state.cache.flights().join(&key) {
-            Flight::Leader(leader) => {
-                let fill = tokio::spawn(fill(
-                    state.clone(),
-                    site.clone(),
-                    key.clone(),
-                    peer,
-                    parts.headers.clone(),
-                ));
-                let filled = fill
-                    .await
-                    .map_err(|e| EdgeError::Internal(format!("fill task: {e}")))?;
-                return match filled {
-                    Ok(Filled::Stored(entry, fwd_status)) => {
-                        leader.finish(Outcome::Stored(entry.clone()));
-                        let status = CacheStatus {
-                            fwd_status: Some(fwd_status),
-                            stored: true,
-                            ..CacheStatus::forward(reason)
-                        };
-                        Ok(respond(&entry, &parts, state.clock.now(), status))
-                    }
-                    Ok(Filled::Pass(mut response, detail)) => {
-                        leader.finish(Outcome::Pass);
-                        let status = CacheStatus {
-                            fwd_status: Some(response.status().as_u16()),
-                            detail: Some(detail),
-                            ..CacheStatus::forward(reason)
-                        };
-                        decorate_pass(response.headers_mut(), status);
-                        Ok(response)
-                    }
-                    Err(error) => {
-                        if let EdgeError::Origin { origin, kind } = &error {
-                            leader.finish(Outcome::Failed(kind.clone(), origin.clone()));
-                        }
-                        Err(error)
-                    }
-                };
-            }
-            Flight::Follower(follower) => match follower.wait(state.config.server.coalesce_wait).await {
-                Some(Outcome::Stored(entry)) => {
-                    let status = CacheStatus {
-                        collapsed: true,
-                        fwd_status: Some(entry.meta.status),
-                        ..CacheStatus::forward(reason)
-                    };
-                    return Ok(respond(&entry, &parts, state.clock.now(), status));
-                }
-                Some(Outcome::Failed(kind, origin)) => {
-                    return Err(EdgeError::Origin { origin, kind });
-                }
-                Some(Outcome::Abandoned) => continue,
-                // Not storable, or the leader is too slow: fetch for ourselves.
-                Some(Outcome::Pass) | None => {
-                    return match fill_uncoalesced(state, site, &key, peer, &parts).await? {
-                        Filled::Stored(entry, fwd_status) => {
-                            let status = CacheStatus {
-                                fwd_status: Some(fwd_status),
-                                stored: true,
-                                ..CacheStatus::forward(reason)
-                            };
-                            Ok(respond(&entry, &parts, state.clock.now(), status))
-                        }
-                        Filled::Pass(mut response, detail) => {
-                            let status = CacheStatus {
-                                fwd_status: Some(response.status().as_u16()),
-                                detail: Some(detail),
-                                ..CacheStatus::forward(reason)
-                            };
-                            decorate_pass(response.headers_mut(), status);
-                            Ok(response)
-                        }
-                    };
-                }
-            },
-        }
-    }
-}
-
-async fn fill_uncoalesced(
-    state: &AppState,
-    site: &SiteRuntime,
-    key: &CacheKey,
-    peer: SocketAddr,
-    parts: &request::Parts,
-) -> Result<Filled, EdgeError> {
-    fill(
-        state.clone(),
-        site.clone(),
-        key.clone(),
-        peer,
-        parts.headers.clone(),
-    )
-    .await
-}
-
-/// What a fill produced.
-enum Filled {
-    /// Stored; the origin's status.
-    Stored(Arc<Entry>, u16),
-    /// Not storable: the origin's response to stream through, and why.
-    Pass(Response<Body>, &'static str),
-}
-
-/// Request fields that must not reach the origin on a fill: the fill fetches the whole
-/// identity representation for the cache, not the client's conditional or partial view.
-const FILL_DROPPED: [&str; 7] = [
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-    "if-range",
-    "range",
-    "accept-encoding",
-];
-
-async fn fill(
-    state: AppState,
-    site: SiteRuntime,
-    key: CacheKey,
-    peer: SocketAddr,
-    client_headers: HeaderMap,
-) -> Result<Filled, EdgeError> {
-    let mut headers = forward_headers(&client_headers, Some(peer.ip()), "http");
-    for name in FILL_DROPPED {
-        headers.remove(name);
-    }
-    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    let mut request = Request::new(Body::empty());
-    *request.uri_mut() = key
-        .path_and_query()
-        .parse()
-        .map_err(|_| EdgeError::BadRequest("invalid request target"))?;
-    *request.headers_mut() = headers;
-
-    let request_time = state.clock.now();
-    let response = site.origin.send(request).await?;
-    let response_time = state.clock.now();
-    let status = response.status().as_u16();
-
-    if let Some(reason) = refuse_to_store(&client_headers, &response) {
-        return Ok(Filled::Pass(response, reason));
-    }
-    let max = state.config.cache.max_object_size;
-    let declared = content_length(response.headers());
-    if declared.is_some_and(|len| len > max) {
-        return Ok(Filled::Pass(response, "too-large"));
-    }
-
-    let (head, body) = response.into_parts();
-    let bytes = match collect(body, max, &site).await? {
-        Collected::Complete(bytes) => bytes,
-        Collected::TooLarge(prefix, rest) => {
-            let stream = futures_util::stream::once(async move { Ok::<_, axum::Error>(prefix) })
-                .chain(rest.into_data_stream());
-            let body = Body::from_stream(stream);
-            return Ok(Filled::Pass(Response::from_parts(head, body), "too-large"));
-        }
-    };
-    if let Some(len) = declared
-        && len != bytes.len() as u64
-    {
-        return Err(site.origin_error(OriginFailure::Protocol(format!(
-            "Content-Length {len} but {} bytes received",
-            bytes.len()
-        ))));
-    }
-
-    let meta = build_meta(&key, status, head.headers, bytes.len() as u64, BlobHash::of(&bytes), request_time, response_time);
-    let entry = state.cache.insert(key, meta, vec![bytes]);
-    Ok(Filled::Stored(entry, status))
-}
-
-use futures_util::StreamExt as _;
-
-/// Why a response must not be stored, checked before its body is read.
-fn refuse_to_store(request: &HeaderMap, response: &Response<Body>) -> Option<&'static str> {
-    let headers = response.headers();
-    match freshness::storable(&Method::GET, request, response.status().as_u16(), headers) {
-        Storability::Store => {}
-        Storability::DontStore(reason) => return Some(reason),
-    }
-    if headers.contains_key(header::SET_COOKIE) {
-        return Some("set-cookie");
-    }
-    if let Some(coding) = headers.get(header::CONTENT_ENCODING)
-        && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
-    {
-        return Some("encoded");
-    }
-    if headers
-        .get_all(header::VARY)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("*").split(','))
-        .any(|name| !name.trim().eq_ignore_ascii_case("accept-encoding") && !name.trim().is_empty())
-    {
-        return Some("vary");
-    }
-    None
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-enum Collected {
-    Complete(Bytes),
-    TooLarge(Bytes, Body),
-}
-
-/// Reads a whole body, or stops once it passes `max` and hands back what was read with
-/// the rest of the stream. A body that fails or times out is an origin error: nothing
-/// partial is ever stored.
-async fn collect(mut body: Body, max: u64, site: &SiteRuntime) -> Result<Collected, EdgeError> {
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            let text = crate::error::chain(&e);
-            if text.contains("timed out") {
-                site.origin_error(OriginFailure::Timeout("reading the body"))
-            } else {
-                site.origin_error(OriginFailure::Protocol(text))
-            }
-        })?;
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() as u64 > max {
-                return Ok(Collected::TooLarge(buf.freeze(), body));
-            }
-        }
-    }
-    Ok(Collected::Complete(buf.freeze()))
-}
-
-/// Header fields held elsewhere in [`Meta`] or recomputed on every response.
-const NOT_STORED: [&str; 5] = ["content-length", "content-encoding", "etag", "age", "accept-ranges"];
-
-fn build_meta(
-    key: &CacheKey,
-    status: u16,
-    mut headers: HeaderMap,
-    len: u64,
-    hash: BlobHash,
-    request_time: SystemTime,
-    response_time: SystemTime,
-) -> Meta {
-    // RFC 9110 §6.6.1: a cache must add Date to a response that lacks one.
-    if !headers.contains_key(header::DATE) {
-        if let Ok(v) = HeaderValue::from_str(&crate::http::date::format(response_time)) {
-            headers.insert(header::DATE, v);
-        }
-    }
-    let freshness = freshness::analyze(status, &headers, request_time, response_time);
-    let etag = headers
-        .get(header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| derived_etag(&hash));
-    let last_modified = headers
-        .get(header::LAST_MODIFIED)
-        .and_then(|v| crate::http::date::parse(v.as_bytes()))
-        .map(to_unix);
-    let tags = headers
-        .get_all("surrogate-key")
-        .iter()
-        .chain(headers.get_all("cache-tag").iter())
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([' ', ',']))
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let stored = headers
-        .iter()
-        .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect();
-    Meta {
-        url: format!("{}{}", key.host(), key.path_and_query()),
-        status,
-        headers: stored,
-        request_time: to_unix(request_time),
-        response_time: to_unix(response_time),
-        freshness,
-        last_modified,
-        tags,
-        reps: vec![Rep {
-            encoding: Encoding::Identity,
-            hash,
-            len,
-            etag,
-        }],
-        generation: 0,
-        invalidated: false,
-    }
 }

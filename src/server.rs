@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::{Cache, CacheConfig as StoreConfig};
 use crate::clock::Clock;
-use crate::config::{Config, HostPattern};
+use crate::config::{Config, HostPattern, Site};
 use crate::error::{EdgeError, OriginFailure};
 use crate::origin::{Origin, OriginPool};
 
@@ -26,6 +26,8 @@ pub struct SiteRuntime {
     pub hosts: Vec<HostPattern>,
     /// Where its misses go.
     pub origin: Origin,
+    /// Its validated configuration.
+    pub config: Arc<Site>,
 }
 
 impl SiteRuntime {
@@ -54,6 +56,7 @@ impl Sites {
                 name: s.name.as_str().into(),
                 hosts: s.hosts.clone(),
                 origin: pool.origin(&s.origin, s.dir_cache_control.as_deref()),
+                config: Arc::new(s.clone()),
             })
             .collect();
         Sites { sites }

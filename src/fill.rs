@@ -1,0 +1,376 @@
+//! Filling the cache from the origin: fetch (or revalidate) the identity
+//! representation, decide whether it may be stored, read the whole body, and store it.
+//! Nothing partial is ever stored: a body that fails, times out or does not match its
+//! `Content-Length` is an origin error.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::cache::Entry;
+use crate::cache::key::CacheKey;
+use crate::cache::meta::{BlobHash, Meta, Rep, to_unix};
+use crate::error::{EdgeError, OriginFailure};
+use crate::http::encoding::Encoding;
+use crate::http::freshness::{self, Storability};
+use crate::origin::forward_headers;
+use crate::respond::derived_etag;
+use crate::server::{AppState, SiteRuntime};
+
+/// What a fill produced.
+pub enum Filled {
+    /// A new response was stored; the origin's status.
+    Stored(Arc<Entry>, u16),
+    /// The stale entry was revalidated by a 304 and updated (RFC 9111 §4.3.4).
+    Revalidated(Arc<Entry>),
+    /// The response may not be stored: stream it through, with the reason.
+    Pass(Response<Body>, &'static str),
+}
+
+/// One fill: which key, for which client request, revalidating which stale entry.
+#[derive(Clone)]
+pub struct FillRequest {
+    /// The primary key (site, host, path and query).
+    pub primary: CacheKey,
+    /// The client's request headers (forwarded, less conditionals and ranges).
+    pub client_headers: HeaderMap,
+    /// The client's address, for `X-Forwarded-For`.
+    pub peer: SocketAddr,
+    /// A stored entry to revalidate instead of fetching afresh.
+    pub stale: Option<Arc<Entry>>,
+}
+
+/// Request fields that must not reach the origin on a fill: the fill fetches the whole
+/// identity representation for the cache, not the client's conditional or partial view.
+const FILL_DROPPED: [&str; 7] = [
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+    "accept-encoding",
+];
+
+/// Fetches `req.primary` from the site's origin and stores what may be stored.
+pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Result<Filled, EdgeError> {
+    let mut headers = forward_headers(&req.client_headers, Some(req.peer.ip()), "http");
+    for name in FILL_DROPPED {
+        headers.remove(name);
+    }
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    // RFC 9111 §4.3.1: validate with the stored validators. A derived ETag is ours, not
+    // the origin's, so only the origin's own ETag is sent.
+    if let Some(stale) = &req.stale {
+        if let Some(etag) = stale.meta.header("etag").and_then(|v| HeaderValue::from_bytes(v).ok()) {
+            headers.insert(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = stale
+            .meta
+            .header("last-modified")
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+        {
+            headers.insert(header::IF_MODIFIED_SINCE, lm);
+        }
+    }
+    let mut request = Request::new(Body::empty());
+    *request.uri_mut() = req
+        .primary
+        .path_and_query()
+        .parse()
+        .map_err(|_| EdgeError::BadRequest("invalid request target"))?;
+    *request.headers_mut() = headers;
+
+    let request_time = state.clock.now();
+    let response = site.origin.send(request).await?;
+    let response_time = state.clock.now();
+    let status = response.status().as_u16();
+
+    if status == 304
+        && let Some(stale) = &req.stale
+    {
+        if let Some(updated) = revalidated(&state, stale, response.headers(), request_time, response_time) {
+            return Ok(Filled::Revalidated(updated));
+        }
+        // A 304 for a representation we do not hold (§4.3.4): fetch it whole.
+        let mut retry = req.clone();
+        retry.stale = None;
+        return Box::pin(fill(state, site, retry)).await;
+    }
+
+    if let Some(reason) = refuse_to_store(&req.client_headers, &response) {
+        return Ok(Filled::Pass(response, reason));
+    }
+    let max = state.config.cache.max_object_size;
+    let declared = content_length(response.headers());
+    if declared.is_some_and(|len| len > max) {
+        return Ok(Filled::Pass(response, "too-large"));
+    }
+
+    let (head, body) = response.into_parts();
+    let bytes = match collect(body, max, &site).await? {
+        Collected::Complete(bytes) => bytes,
+        Collected::TooLarge(prefix, rest) => {
+            let stream = futures_util::stream::once(async move { Ok::<_, axum::Error>(prefix) })
+                .chain(rest.into_data_stream());
+            let body = Body::from_stream(stream);
+            return Ok(Filled::Pass(Response::from_parts(head, body), "too-large"));
+        }
+    };
+    if let Some(len) = declared
+        && len != bytes.len() as u64
+    {
+        return Err(site.origin_error(OriginFailure::Protocol(format!(
+            "Content-Length {len} but {} bytes received",
+            bytes.len()
+        ))));
+    }
+
+    let meta = build_meta(
+        &req.primary,
+        status,
+        head.headers,
+        &bytes,
+        request_time,
+        response_time,
+    );
+    // Nothing says this response may be reused and nothing could validate it: storing
+    // it would only waste space (issue #2: no default TTL).
+    if meta.freshness.lifetime == 0
+        && !meta.freshness.no_cache
+        && meta.header("etag").is_none()
+        && meta.last_modified.is_none()
+    {
+        let mut response = Response::new(Body::from(bytes));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        *response.headers_mut() = headers_of(&meta);
+        return Ok(Filled::Pass(response, "no-freshness"));
+    }
+
+    let names = vary_names(meta.headers.iter().filter(|(n, _)| n == "vary").map(|(_, v)| v.as_slice()));
+    let key = if names.is_empty() {
+        req.primary.clone()
+    } else {
+        state.cache.set_vary(&req.primary, names.clone());
+        variant_key(&req.primary, &names, &req.client_headers)
+    };
+    let entry = state.cache.insert(key, meta, vec![bytes]);
+    Ok(Filled::Stored(entry, status))
+}
+
+/// Updates a stale entry from a 304 (RFC 9111 §4.3.4, §3.2): the 304's fields replace
+/// the stored ones, except `Content-Length` and what this cache manages itself, and
+/// freshness is recomputed from the new times. `None` when the 304's strong ETag
+/// names another representation than the stored one.
+fn revalidated(
+    state: &AppState,
+    stale: &Arc<Entry>,
+    fresh: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Option<Arc<Entry>> {
+    if let (Some(new), Some(old)) = (fresh.get(header::ETAG), stale.meta.header("etag"))
+        && !crate::http::conditional::weak_eq(
+            new.to_str().unwrap_or(""),
+            std::str::from_utf8(old).unwrap_or(""),
+        )
+    {
+        return None;
+    }
+    let mut headers = headers_of(&stale.meta);
+    let replaced: Vec<&HeaderName> = fresh
+        .keys()
+        .filter(|n| !matches!(n.as_str(), "content-length" | "content-encoding" | "transfer-encoding"))
+        .collect();
+    for name in replaced {
+        headers.remove(name);
+        for v in fresh.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    if !fresh.contains_key(header::DATE)
+        && let Ok(v) = HeaderValue::from_str(&crate::http::date::format(response_time))
+    {
+        headers.insert(header::DATE, v);
+    }
+    let mut meta = stale.meta.clone();
+    meta.freshness = freshness::analyze(meta.status, &headers, request_time, response_time);
+    meta.request_time = to_unix(request_time);
+    meta.response_time = to_unix(response_time);
+    meta.last_modified = headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| crate::http::date::parse(v.as_bytes()))
+        .map(to_unix);
+    meta.headers = stored_fields(&headers);
+    meta.invalidated = false;
+    Some(state.cache.update_meta(stale, meta))
+}
+
+/// The stored fields of `meta` as a header map.
+pub fn headers_of(meta: &Meta) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(meta.headers.len());
+    for (name, value) in &meta.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+            headers.append(n, v);
+        }
+    }
+    headers
+}
+
+/// Why a response must not be stored, checked before its body is read.
+fn refuse_to_store(request: &HeaderMap, response: &Response<Body>) -> Option<&'static str> {
+    let headers = response.headers();
+    match freshness::storable(&Method::GET, request, response.status().as_u16(), headers) {
+        Storability::Store => {}
+        Storability::DontStore(reason) => return Some(reason),
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        return Some("set-cookie");
+    }
+    if let Some(coding) = headers.get(header::CONTENT_ENCODING)
+        && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Some("encoded");
+    }
+    None
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+enum Collected {
+    Complete(Bytes),
+    TooLarge(Bytes, Body),
+}
+
+/// Reads a whole body, or stops once it passes `max` and hands back what was read with
+/// the rest of the stream. A body that fails or times out is an origin error.
+async fn collect(mut body: Body, max: u64, site: &SiteRuntime) -> Result<Collected, EdgeError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            let text = crate::error::chain(&e);
+            if text.contains("timed out") {
+                site.origin_error(OriginFailure::Timeout("reading the body"))
+            } else {
+                site.origin_error(OriginFailure::Protocol(text))
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() as u64 > max {
+                return Ok(Collected::TooLarge(buf.freeze(), body));
+            }
+        }
+    }
+    Ok(Collected::Complete(buf.freeze()))
+}
+
+/// Header fields held elsewhere in [`Meta`] or recomputed on every response.
+const NOT_STORED: [&str; 4] = ["content-length", "content-encoding", "age", "accept-ranges"];
+
+fn stored_fields(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+fn build_meta(
+    key: &CacheKey,
+    status: u16,
+    mut headers: HeaderMap,
+    body: &Bytes,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Meta {
+    // RFC 9110 §6.6.1: a cache must add Date to a response that lacks one.
+    if !headers.contains_key(header::DATE)
+        && let Ok(v) = HeaderValue::from_str(&crate::http::date::format(response_time))
+    {
+        headers.insert(header::DATE, v);
+    }
+    let hash = BlobHash::of(body);
+    let freshness = freshness::analyze(status, &headers, request_time, response_time);
+    let etag = headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| derived_etag(&hash));
+    let last_modified = headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| crate::http::date::parse(v.as_bytes()))
+        .map(to_unix);
+    let tags = headers
+        .get_all("surrogate-key")
+        .iter()
+        .chain(headers.get_all("cache-tag").iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([' ', ',']))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Meta {
+        url: format!("{}{}", key.host(), key.path_and_query()),
+        status,
+        headers: stored_fields(&headers),
+        request_time: to_unix(request_time),
+        response_time: to_unix(response_time),
+        freshness,
+        last_modified,
+        tags,
+        reps: vec![Rep {
+            encoding: Encoding::Identity,
+            hash,
+            len: body.len() as u64,
+            etag,
+        }],
+        generation: 0,
+        invalidated: false,
+    }
+}
+
+/// The request header names a response varies on (RFC 9110 §12.5.5), lower-cased, in
+/// order, without `Accept-Encoding` (edge negotiates encodings itself).
+pub fn vary_names<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for value in values {
+        for name in String::from_utf8_lossy(value).split(',') {
+            let name = name.trim().to_ascii_lowercase();
+            if !name.is_empty() && name != "accept-encoding" && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// The key of the variant a request selects (RFC 9111 §4.1): the primary key plus the
+/// normalised values of the request fields named by `Vary`. Values are normalised by
+/// joining field lines with commas and trimming whitespace around list members, so
+/// that `en, fr` and `en,fr` select the same variant.
+pub fn variant_key(primary: &CacheKey, names: &[String], request: &HeaderMap) -> CacheKey {
+    let mut variant = String::new();
+    for name in names {
+        variant.push_str(name);
+        variant.push('=');
+        let members: Vec<String> = request
+            .get_all(name.as_str())
+            .iter()
+            .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).split(',').map(|m| m.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>())
+            .filter(|m| !m.is_empty())
+            .collect();
+        variant.push_str(&members.join(","));
+        variant.push('\u{1f}');
+    }
+    primary.variant(&variant)
+}
