@@ -157,13 +157,7 @@ pub fn analyze(
 
     let must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
     let may_serve_stale = !must_revalidate && !cc.no_cache;
-    let stale = |allowance: Option<u64>| {
-        if may_serve_stale {
-            allowance.unwrap_or(0)
-        } else {
-            0
-        }
-    };
+    let stale = |allowance: Option<u64>| allowance.filter(|_| may_serve_stale).unwrap_or(0);
     Freshness {
         lifetime,
         initial_age: corrected_initial_age(headers, date_value, request_time, response_time),

@@ -213,6 +213,28 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             body: Bytes::from_static(b"not found"),
             misbehaviour: Misbehaviour::None,
         });
+        // Like a real server: a matching validator answers 304 (RFC 9110 §13.1).
+        let route_header = |name: &str| {
+            route
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let not_modified = route.status == 200
+            && match (get("if-none-match"), route_header("etag")) {
+                (Some(inm), Some(etag)) => inm.split(',').any(|t| t.trim().trim_start_matches("W/") == etag.trim_start_matches("W/")),
+                (None, _) => matches!(
+                    (get("if-modified-since"), route_header("last-modified")),
+                    (Some(ims), Some(lm)) if ims == lm
+                ),
+                _ => false,
+            };
+        let route = if not_modified {
+            Route { status: 304, ..route }
+        } else {
+            route
+        };
         let stream = reader.get_mut();
         if let Misbehaviour::Slow(d) = route.misbehaviour {
             tokio::time::sleep(d).await;
@@ -298,6 +320,31 @@ impl TestEdge {
             origin.url()
         );
         Self::start_toml(&toml, dir).await
+    }
+
+    /// Starts an edge whose one site uses `origin`, with extra lines in the
+    /// `[[site]]` table (e.g. `stale_if_error = "60s"`).
+    pub async fn start_site(origin: &TestOrigin, site_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndir = \"cache\"\n[origin]\nconnect_timeout = \"1s\"\nfirst_byte_timeout = \"2s\"\nbody_timeout = \"3s\"\n[[site]]\nname = \"test\"\nhosts = [\"*\"]\norigin = \"{}\"\n{site_extra}\n",
+            origin.url()
+        );
+        Self::start_toml(&toml, dir).await
+    }
+
+    /// Moves the edge's clock forward (no sleeping).
+    pub fn advance(&self, secs: u64) {
+        self.running.state.clock.advance(Duration::from_secs(secs));
+    }
+
+    /// GET `path` with extra request headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        for (n, v) in headers {
+            request = request.header(*n, *v);
+        }
+        request.send().await.unwrap()
     }
 
     /// Starts an edge from a whole configuration text.
