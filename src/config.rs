@@ -55,6 +55,8 @@ pub struct CacheConfig {
     pub max_object_size: u64,
     /// Objects larger than this stay on disk only and are streamed from the file.
     pub memory_object_max: u64,
+    /// Most body bytes waiting to be written to disk; a store beyond it is skipped.
+    pub write_queue: u64,
 }
 
 /// `[origin]`.
@@ -241,6 +243,7 @@ struct RawCache {
     disk: Option<String>,
     max_object_size: Option<String>,
     memory_object_max: Option<String>,
+    write_queue: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -378,6 +381,7 @@ impl Config {
                 raw.cache.memory_object_max.as_deref(),
                 "8MiB",
             ),
+            write_queue: c.size("cache.write_queue", raw.cache.write_queue.as_deref(), "256MiB"),
         };
         if raw.cache.dir.as_deref() == Some("") {
             c.fail("cache.dir", "must not be empty");

@@ -10,8 +10,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, request};
 
+use crate::cache::meta::BlobHash;
 use crate::cache::meta::Meta;
-use crate::cache::{Body as Stored, Entry};
+use crate::cache::{Body as Stored, Entry, Segment};
 use crate::http::conditional::{self, Precondition, Validators};
 use crate::http::encoding::{self, Encoding};
 use crate::http::range::{self, ByteRange, RangeOutcome};
@@ -165,7 +166,6 @@ pub fn respond(
         Precondition::Proceed => {}
     }
 
-    let bytes = body_bytes(&entry.bodies[index]);
     let status_code = StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK);
     if status_code == StatusCode::OK {
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -184,26 +184,55 @@ pub fn respond(
             RangeOutcome::Full => {}
             RangeOutcome::Unsatisfiable => return unsatisfiable(headers, identity.len),
             RangeOutcome::Partial(ranges) => {
-                let identity_bytes = body_bytes(&entry.bodies[0]);
                 headers.remove(header::CONTENT_ENCODING);
                 if let Ok(v) = HeaderValue::from_str(&identity.etag) {
                     headers.insert(header::ETAG, v);
                 }
-                return partial(headers, identity_bytes, &ranges);
+                return partial(headers, &entry.bodies[0], &identity.hash, &ranges);
             }
         }
     }
 
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    let mut response = Response::new(Body::from(bytes));
+    let stored = &entry.bodies[index];
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.len()));
+    let whole = if stored.is_empty() {
+        Vec::new()
+    } else {
+        vec![Segment::Range {
+            start: 0,
+            end: stored.len() - 1,
+        }]
+    };
+    let mut response = Response::new(body_bytes(stored, whole));
     *response.status_mut() = status_code;
     *response.headers_mut() = headers;
     response
 }
 
-fn body_bytes(body: &Stored) -> Bytes {
-    match body {
-        Stored::Memory(bytes) => bytes.clone(),
+/// The response body made of `segments` of a stored body: sliced from memory, or
+/// streamed from its blob file, verified as it is read (a blob that fails verification
+/// ends the body with an error, so the response is never complete as if it were whole).
+/// Nothing is read until the body is polled, so HEAD costs no disk reads.
+fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> Body {
+    match stored {
+        Stored::Memory(bytes) => match segments.as_slice() {
+            [Segment::Range { start, end }] => {
+                Body::from(bytes.slice(*start as usize..=*end as usize))
+            }
+            _ => {
+                let mut out = BytesMut::new();
+                for segment in &segments {
+                    match segment {
+                        Segment::Bytes(b) => out.extend_from_slice(b),
+                        Segment::Range { start, end } => {
+                            out.extend_from_slice(&bytes[*start as usize..=*end as usize]);
+                        }
+                    }
+                }
+                Body::from(out.freeze())
+            }
+        },
+        Stored::Disk(disk) => Body::from_stream(disk.stream(segments)),
     }
 }
 
@@ -294,38 +323,64 @@ fn not_acceptable(status: CacheStatus) -> Response<Body> {
     response
 }
 
-/// 206 for one range, or `multipart/byteranges` for several (RFC 9110 §14.6).
-fn partial(mut headers: HeaderMap, bytes: Bytes, ranges: &[ByteRange]) -> Response<Body> {
-    let complete = bytes.len() as u64;
-    let body = if let [only] = ranges {
+/// 206 for one range, or `multipart/byteranges` for several (RFC 9110 §14.6), from the
+/// identity body `stored` whose blob name is `hash`.
+fn partial(
+    mut headers: HeaderMap,
+    stored: &Stored,
+    hash: &BlobHash,
+    ranges: &[ByteRange],
+) -> Response<Body> {
+    let complete = stored.len();
+    let segments = if let [only] = ranges {
         if let Ok(v) = HeaderValue::from_str(&only.content_range(complete)) {
             headers.insert(header::CONTENT_RANGE, v);
         }
-        bytes.slice(only.start as usize..=only.end as usize)
+        vec![Segment::Range {
+            start: only.start,
+            end: only.end,
+        }]
     } else {
         // The boundary must not occur in the parts; a hash of the body is a safe choice.
-        let boundary = format!("edge-{}", &blake3::hash(&bytes).to_hex()[..24]);
+        let boundary = format!("edge-{}", &hash.to_hex()[..24]);
         let content_type = headers.get(header::CONTENT_TYPE).cloned();
-        let mut out = BytesMut::new();
+        let mut segments = Vec::with_capacity(ranges.len() * 2 + 1);
         for r in ranges {
-            out.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+            let mut head = BytesMut::new();
+            head.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
             if let Some(ct) = &content_type {
-                out.extend_from_slice(b"Content-Type: ");
-                out.extend_from_slice(ct.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                head.extend_from_slice(b"Content-Type: ");
+                head.extend_from_slice(ct.as_bytes());
+                head.extend_from_slice(b"\r\n");
             }
-            out.extend_from_slice(format!("Content-Range: {}\r\n\r\n", r.content_range(complete)).as_bytes());
-            out.extend_from_slice(&bytes[r.start as usize..=r.end as usize]);
+            head.extend_from_slice(
+                format!("Content-Range: {}\r\n\r\n", r.content_range(complete)).as_bytes(),
+            );
+            segments.push(Segment::Bytes(head.freeze()));
+            segments.push(Segment::Range {
+                start: r.start,
+                end: r.end,
+            });
         }
-        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        if let Ok(v) = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}")) {
+        segments.push(Segment::Bytes(Bytes::from(format!(
+            "\r\n--{boundary}--\r\n"
+        ))));
+        if let Ok(v) = HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
+        {
             headers.insert(header::CONTENT_TYPE, v);
         }
-        out.freeze()
+        segments
     };
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    // For HEAD, hyper sends the head only; the body is a cheap slice either way.
-    let mut response = Response::new(Body::from(body));
+    let len: u64 = segments
+        .iter()
+        .map(|s| match s {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::Range { start, end } => end - start + 1,
+        })
+        .sum();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    // For HEAD, hyper sends the head only; the body is never polled.
+    let mut response = Response::new(body_bytes(stored, segments));
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     *response.headers_mut() = headers;
     response

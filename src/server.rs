@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cache::{Cache, CacheConfig as StoreConfig};
+use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::config::{Config, HostPattern, Site};
 use crate::error::{EdgeError, OriginFailure};
@@ -107,9 +107,7 @@ impl AppState {
     pub fn new(config: Arc<Config>) -> Self {
         let pool = OriginPool::new(&config.origin);
         let sites = Sites::new(&config, &pool);
-        let cache = Cache::new(StoreConfig {
-            memory: config.cache.memory,
-        });
+        let cache = Cache::open(&config.cache);
         AppState {
             config,
             cache,

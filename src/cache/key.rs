@@ -84,7 +84,13 @@ impl CacheKey {
 
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}{}", self.site(), self.host(), self.path_and_query())
+        write!(
+            f,
+            "{}:{}{}",
+            self.site(),
+            self.host(),
+            self.path_and_query()
+        )
     }
 }
 

@@ -3,7 +3,7 @@
 //! each shard owns an equal slice of it and evicts its least recently used entries
 //! before an insert could exceed that slice.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,7 @@ const SHARDS: usize = 16;
 pub struct MemoryTier {
     shards: Box<[Mutex<Shard>]>,
     shard_budget: u64,
+    max_entry: u64,
     hasher: std::collections::hash_map::RandomState,
     evictions: AtomicU64,
 }
@@ -29,8 +30,9 @@ struct Shard {
 }
 
 impl MemoryTier {
-    /// A tier holding at most `budget` body bytes.
-    pub fn new(budget: u64) -> Self {
+    /// A tier holding at most `budget` body bytes, and no entry larger than
+    /// `object_max` (`[cache] memory_object_max`: bigger objects stay on disk only).
+    pub fn new(budget: u64, object_max: u64) -> Self {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
@@ -42,6 +44,7 @@ impl MemoryTier {
         MemoryTier {
             shards,
             shard_budget: budget / SHARDS as u64,
+            max_entry: object_max.min(budget / SHARDS as u64),
             hasher: Default::default(),
             evictions: AtomicU64::new(0),
         }
@@ -49,13 +52,11 @@ impl MemoryTier {
 
     /// The largest entry this tier can hold.
     pub fn max_entry(&self) -> u64 {
-        self.shard_budget
+        self.max_entry
     }
 
     fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// The entry for `key`, marking it most recently used.
@@ -71,16 +72,29 @@ impl MemoryTier {
     }
 
     /// Stores `entry`, evicting least recently used entries of its shard as needed.
-    /// Returns false (and stores nothing) when the entry alone exceeds a shard's budget.
+    /// Returns false (and stores nothing) when the entry exceeds [`Self::max_entry`] or
+    /// has bodies on disk.
     pub fn insert(&self, entry: Arc<Entry>) -> bool {
+        self.insert_if(entry, || true)
+    }
+
+    /// [`Self::insert`], only if `still_current` holds when checked under the shard lock
+    /// (a promotion from disk must not overwrite a newer entry stored meanwhile).
+    pub fn insert_if(&self, entry: Arc<Entry>, still_current: impl FnOnce() -> bool) -> bool {
         let cost = entry.memory_bytes();
-        if cost > self.shard_budget {
+        if cost > self.max_entry || !entry.in_memory() {
             self.remove(&entry.key);
             return false;
         }
         let mut victims = Vec::new();
         {
-            let mut shard = self.shard(&entry.key).lock().expect("memory shard poisoned");
+            let mut shard = self
+                .shard(&entry.key)
+                .lock()
+                .expect("memory shard poisoned");
+            if !still_current() {
+                return false;
+            }
             if let Some(old) = shard.lru.pop(&entry.key) {
                 shard.bytes -= old.memory_bytes();
                 victims.push(old);
@@ -114,6 +128,27 @@ impl MemoryTier {
             removed
         };
         removed.is_some()
+    }
+
+    /// Removes every entry whose key starts with `prefix`; returns their keys.
+    pub fn remove_prefix(&self, prefix: &str) -> Vec<CacheKey> {
+        let mut removed = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().expect("memory shard poisoned");
+            let doomed: Vec<CacheKey> = shard
+                .lru
+                .iter()
+                .filter(|(k, _)| k.as_str().starts_with(prefix))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                if let Some(old) = shard.lru.pop(&k) {
+                    shard.bytes -= old.memory_bytes();
+                    removed.push(k);
+                }
+            }
+        }
+        removed
     }
 
     /// Removes every entry for which `pred` holds; returns how many.

@@ -122,7 +122,9 @@ impl Meta {
 
 /// Seconds since the Unix epoch.
 pub fn to_unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The inverse of [`to_unix`].

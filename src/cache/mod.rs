@@ -1,21 +1,31 @@
 //! The store: one `Clone` handle over the memory tier, the disk tier and the table of
-//! fills in progress. Lookups go memory, then disk; purge-all is a generation bump.
+//! fills in progress. Lookups go memory, then disk (promoting objects up to
+//! `memory_object_max` into memory); purge-all is a generation bump, persisted.
 
+mod disk;
+pub mod eviction;
 pub mod flight;
 pub mod key;
 pub mod memory;
 pub mod meta;
+#[cfg(test)]
+mod tests;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
+pub use self::disk::DiskBody;
+use self::disk::DiskTier;
 use self::flight::Flights;
 use self::key::CacheKey;
 use self::memory::MemoryTier;
-use self::meta::Meta;
+use self::meta::{Meta, to_unix};
+use crate::config::CacheConfig;
 
 /// A stored response: its metadata and one body per representation.
 pub struct Entry {
@@ -25,6 +35,8 @@ pub struct Entry {
     pub meta: Meta,
     /// Bodies, parallel to `meta.reps`.
     pub bodies: Vec<Body>,
+    /// When a hit on it was last passed to the disk tier's recency, in Unix seconds.
+    touched: AtomicU64,
 }
 
 /// Where a representation's bytes are.
@@ -32,6 +44,23 @@ pub struct Entry {
 pub enum Body {
     /// Held in memory.
     Memory(Bytes),
+    /// In a blob file, streamed and verified as it is read.
+    Disk(DiskBody),
+}
+
+/// One piece of a response body made from a stored body: literal bytes (multipart
+/// headers) or an inclusive byte range of the stored body.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    /// These bytes as they are.
+    Bytes(Bytes),
+    /// Bytes `start..=end` of the stored body.
+    Range {
+        /// First byte.
+        start: u64,
+        /// Last byte, inclusive.
+        end: u64,
+    },
 }
 
 impl Body {
@@ -39,16 +68,60 @@ impl Body {
     pub fn memory_len(&self) -> u64 {
         match self {
             Body::Memory(b) => b.len() as u64,
+            Body::Disk(_) => 0,
         }
+    }
+
+    /// The representation's length.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Memory(b) => b.len() as u64,
+            Body::Disk(d) => d.len(),
+        }
+    }
+
+    /// Whether the representation is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 impl Entry {
+    fn new(key: CacheKey, meta: Meta, bodies: Vec<Body>) -> Self {
+        Entry {
+            key,
+            meta,
+            bodies,
+            touched: AtomicU64::new(0),
+        }
+    }
+
     /// Body bytes held in memory by this entry (what the memory budget counts).
     pub fn memory_bytes(&self) -> u64 {
         self.bodies.iter().map(Body::memory_len).sum()
     }
+
+    /// Whether every body is in memory.
+    pub fn in_memory(&self) -> bool {
+        self.bodies.iter().all(|b| matches!(b, Body::Memory(_)))
+    }
+
+    /// Whether a hit at `now` (Unix seconds) should refresh the entry's disk recency:
+    /// at most once per [`TOUCH_EVERY`] seconds, so hot memory hits cost no disk writes.
+    fn touch_due(&self, now: u64) -> bool {
+        let last = self.touched.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= TOUCH_EVERY
+            && self
+                .touched
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 }
+
+/// Seconds between recency updates for one entry served from memory.
+const TOUCH_EVERY: u64 = 10;
+/// Stripes of the mutation stamps (see [`Cache::stamp`]).
+const STAMPS: usize = 64;
 
 /// Which tier answered a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,13 +172,6 @@ impl Lookup {
     }
 }
 
-/// Sizes of the store.
-#[derive(Debug, Clone, Copy)]
-pub struct CacheConfig {
-    /// Memory budget in body bytes.
-    pub memory: u64,
-}
-
 /// The cache handle: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Cache {
@@ -114,22 +180,68 @@ pub struct Cache {
 
 struct Inner {
     memory: MemoryTier,
-    vary: std::sync::RwLock<std::collections::HashMap<CacheKey, Arc<[String]>>>,
+    disk: Option<DiskTier>,
+    vary: RwLock<HashMap<CacheKey, Arc<[String]>>>,
     flights: Flights,
     generation: AtomicU64,
+    /// Bumped before every change to a key (by stripe) or to many keys (`all`), so that
+    /// a promotion from disk can tell that its entry was replaced or removed meanwhile.
+    stamps: Box<[AtomicU64]>,
+    all_stamp: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Cache {
-    /// An empty memory-only cache.
-    pub fn new(config: CacheConfig) -> Self {
+    /// Opens the store of `config`: the memory tier, and the disk tier under
+    /// `config.dir` with its persisted entries, purge-all generation and `Vary` specs.
+    /// A directory or index that cannot be used is logged and the cache runs from
+    /// memory only; it never fails.
+    pub fn open(config: &CacheConfig) -> Self {
+        let opened = if config.disk == 0 {
+            tracing::info!(target: "edge::disk", "cache.disk = 0: disk tier off, memory only");
+            None
+        } else {
+            match DiskTier::open(config) {
+                Ok(opened) => Some(opened),
+                Err(e) => {
+                    tracing::error!(
+                        target: "edge::disk",
+                        dir = %config.dir.display(),
+                        error = %e,
+                        "disk tier unavailable; serving from memory and origin only"
+                    );
+                    None
+                }
+            }
+        };
+        let (disk, generation, vary) = match opened {
+            Some(o) => (Some(o.tier), o.generation, o.vary),
+            None => (None, 0, Vec::new()),
+        };
+        let vary = vary
+            .into_iter()
+            .map(|(k, names)| (CacheKey::from_stored(k), names.into()))
+            .collect();
         Cache {
             inner: Arc::new(Inner {
-                memory: MemoryTier::new(config.memory),
-                vary: Default::default(),
+                memory: MemoryTier::new(config.memory, config.memory_object_max),
+                disk,
+                vary: RwLock::new(vary),
                 flights: Flights::default(),
-                generation: AtomicU64::new(0),
+                generation: AtomicU64::new(generation),
+                stamps: (0..STAMPS).map(|_| AtomicU64::new(0)).collect(),
+                all_stamp: AtomicU64::new(0),
+                hasher: Default::default(),
             }),
         }
+    }
+
+    /// A memory-only store (`config.dir` and `config.disk` are ignored).
+    pub fn memory_only(config: &CacheConfig) -> Self {
+        Cache::open(&CacheConfig {
+            disk: 0,
+            ..config.clone()
+        })
     }
 
     /// The fills in progress.
@@ -147,18 +259,100 @@ impl Cache {
         self.inner.generation.load(Ordering::Acquire)
     }
 
+    /// Whether the disk tier is open and in service.
+    pub fn has_disk(&self) -> bool {
+        self.inner.disk.as_ref().is_some_and(DiskTier::is_healthy)
+    }
+
+    /// Blobs found corrupt or missing on disk since start (each was removed and treated
+    /// as a miss).
+    pub fn corrupt_blobs(&self) -> u64 {
+        self.inner.disk.as_ref().map_or(0, DiskTier::corrupt_blobs)
+    }
+
+    /// Blob bytes on disk, as of the last index commit.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.disk.as_ref().map_or(0, DiskTier::bytes)
+    }
+
+    /// Entries in the disk index, as of the last index commit.
+    pub fn disk_entries(&self) -> u64 {
+        self.inner.disk.as_ref().map_or(0, DiskTier::entries)
+    }
+
+    /// Entries evicted from disk for space since start.
+    pub fn disk_evictions(&self) -> u64 {
+        self.inner.disk.as_ref().map_or(0, DiskTier::evictions)
+    }
+
+    /// Stores the disk tier skipped (write queue full, too large, write failed).
+    pub fn disk_skipped(&self) -> u64 {
+        self.inner.disk.as_ref().map_or(0, DiskTier::skipped)
+    }
+
+    /// Waits until every disk write queued so far is committed (tests, benchmarks and
+    /// shutdown; requests never wait for the disk).
+    pub async fn flush(&self) {
+        if let Some(disk) = &self.inner.disk {
+            disk.flush().await;
+        }
+    }
+
+    /// The mutation stamp of `key`: changes whenever `key` may have been replaced or
+    /// removed.
+    fn stamp(&self, key: &CacheKey) -> u64 {
+        let stripe = self.stripe(key);
+        self.inner.stamps[stripe].load(Ordering::SeqCst)
+            + self.inner.all_stamp.load(Ordering::SeqCst)
+    }
+
+    fn stripe(&self, key: &CacheKey) -> usize {
+        (self.inner.hasher.hash_one(key) as usize) % STAMPS
+    }
+
+    fn bump(&self, key: &CacheKey) {
+        self.inner.stamps[self.stripe(key)].fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Looks `key` up at `now`: memory tier first, then disk.
     pub async fn lookup(&self, key: &CacheKey, now: SystemTime) -> Lookup {
-        let Some(entry) = self.inner.memory.get(key) else {
-            return Lookup::Miss;
-        };
-        if entry.meta.generation < self.generation() {
-            self.inner.memory.remove(key);
-            return Lookup::Miss;
-        }
-        let hit = Hit {
-            entry,
-            tier: Tier::Memory,
+        let generation = self.generation();
+        let hit = match self.inner.memory.get(key) {
+            Some(entry) if entry.meta.generation < generation => {
+                self.inner.memory.remove(key);
+                return Lookup::Miss;
+            }
+            Some(entry) => {
+                if let Some(disk) = &self.inner.disk
+                    && entry.touch_due(to_unix(now))
+                {
+                    disk.touch(key);
+                }
+                Hit {
+                    entry,
+                    tier: Tier::Memory,
+                }
+            }
+            None => {
+                let Some(disk) = &self.inner.disk else {
+                    return Lookup::Miss;
+                };
+                let stamp = self.stamp(key);
+                let max = self.inner.memory.max_entry();
+                let Some(entry) = disk.lookup(key, generation, max).await else {
+                    return Lookup::Miss;
+                };
+                if entry.in_memory() && entry.memory_bytes() <= max {
+                    entry.touched.store(to_unix(now), Ordering::Relaxed);
+                    self.inner
+                        .memory
+                        .insert_if(entry.clone(), || self.stamp(key) == stamp);
+                }
+                Hit {
+                    entry,
+                    tier: Tier::Disk,
+                }
+            }
         };
         let meta = &hit.entry.meta;
         if !meta.invalidated && meta.freshness.is_fresh(meta.response_at(), now) {
@@ -168,65 +362,115 @@ impl Cache {
         }
     }
 
-    /// Stores a complete response; returns the shared entry.
+    /// Stores a complete response; returns the shared entry. It is in memory at once
+    /// when it fits `memory_object_max`, and queued for the disk tier, which writes it
+    /// off the request path (or skips it, logged, when its queue is full or it fails).
     pub fn insert(&self, key: CacheKey, mut meta: Meta, bodies: Vec<Bytes>) -> Arc<Entry> {
+        debug_assert_eq!(meta.reps.len(), bodies.len(), "one body per representation");
         meta.generation = self.generation();
-        let entry = Arc::new(Entry {
+        let entry = Arc::new(Entry::new(
             key,
             meta,
-            bodies: bodies.into_iter().map(Body::Memory).collect(),
-        });
+            bodies.into_iter().map(Body::Memory).collect(),
+        ));
+        self.bump(&entry.key);
         self.inner.memory.insert(entry.clone());
+        if let Some(disk) = &self.inner.disk {
+            disk.store(entry.clone());
+        }
         entry
     }
 
     /// Replaces the metadata of a stored entry and keeps its bodies (a 304 revalidation,
-    /// RFC 9111 §4.3.4, or a soft purge). Returns the new entry.
+    /// RFC 9111 §4.3.4, or a soft purge), in both tiers. Returns the new entry.
     pub fn update_meta(&self, entry: &Entry, mut meta: Meta) -> Arc<Entry> {
         meta.generation = self.generation();
-        let updated = Arc::new(Entry {
-            key: entry.key.clone(),
-            meta,
-            bodies: entry.bodies.clone(),
-        });
+        let updated = Arc::new(Entry::new(entry.key.clone(), meta, entry.bodies.clone()));
+        self.bump(&updated.key);
         self.inner.memory.insert(updated.clone());
+        if let Some(disk) = &self.inner.disk {
+            if updated.in_memory() {
+                disk.store(updated.clone());
+            } else {
+                disk.update_meta(updated.clone());
+            }
+        }
         updated
     }
 
     /// Removes `key` from every tier; returns whether anything was removed.
     pub fn remove(&self, key: &CacheKey) -> bool {
-        self.inner.memory.remove(key)
+        self.bump(key);
+        let in_memory = self.inner.memory.remove(key);
+        let on_disk = self.inner.disk.as_ref().is_some_and(|d| d.remove(key));
+        in_memory || on_disk
     }
 
     /// Records the request fields a URL's responses vary on (its variants are stored
-    /// under [`CacheKey::variant`] keys).
+    /// under [`CacheKey::variant`] keys), persistently.
     pub fn set_vary(&self, primary: &CacheKey, names: Vec<String>) {
-        let mut vary = self.inner.vary.write().expect("vary lock poisoned");
-        if vary.get(primary).is_some_and(|old| **old == *names) {
-            return;
+        let names: Arc<[String]> = names.into();
+        {
+            let mut vary = self.inner.vary.write().expect("vary lock poisoned");
+            if vary.get(primary).is_some_and(|old| *old == names) {
+                return;
+            }
+            vary.insert(primary.clone(), names.clone());
         }
-        vary.insert(primary.clone(), names.into());
+        if let Some(disk) = &self.inner.disk {
+            disk.set_vary(primary, names);
+        }
     }
 
     /// The request fields a URL's responses vary on, when they vary.
     pub fn vary(&self, primary: &CacheKey) -> Option<Arc<[String]>> {
-        self.inner.vary.read().expect("vary lock poisoned").get(primary).cloned()
+        self.inner
+            .vary
+            .read()
+            .expect("vary lock poisoned")
+            .get(primary)
+            .cloned()
     }
 
     /// Forgets that a URL varies.
     pub fn remove_vary(&self, primary: &CacheKey) {
-        self.inner.vary.write().expect("vary lock poisoned").remove(primary);
+        let removed = self
+            .inner
+            .vary
+            .write()
+            .expect("vary lock poisoned")
+            .remove(primary);
+        if removed.is_some()
+            && let Some(disk) = &self.inner.disk
+        {
+            disk.remove_vary(primary);
+        }
     }
 
-    /// Removes every entry whose key starts with `prefix`; returns how many.
+    /// Removes every entry whose key starts with `prefix`, in both tiers; returns how
+    /// many keys were removed.
     pub fn remove_prefix(&self, prefix: &str) -> usize {
-        self.inner
+        self.inner.all_stamp.fetch_add(1, Ordering::SeqCst);
+        let mut keys: std::collections::HashSet<String> = self
+            .inner
             .memory
-            .remove_where(|e| e.key.as_str().starts_with(prefix))
+            .remove_prefix(prefix)
+            .into_iter()
+            .map(|k| k.as_str().to_owned())
+            .collect();
+        if let Some(disk) = &self.inner.disk {
+            keys.extend(disk.remove_prefix(prefix));
+        }
+        keys.len()
     }
 
-    /// Makes every stored entry a miss, in O(1).
+    /// Makes every stored entry a miss, in O(1), durably: the new generation is
+    /// committed to the disk index with the next batch.
     pub fn purge_all(&self) -> u64 {
-        self.inner.generation.fetch_add(1, Ordering::AcqRel) + 1
+        let generation = self.inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(disk) = &self.inner.disk {
+            disk.set_generation(generation);
+        }
+        generation
     }
 }

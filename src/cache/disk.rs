@@ -1,0 +1,600 @@
+//! The disk tier: content-addressed blobs at `<dir>/blobs/ab/cd/<blake3 hex>` and an
+//! index in redb (`<dir>/index.redb`).
+//!
+//! Reads run on tokio's blocking pool and verify every blob against its name before a
+//! byte is served. Writes never block a request: [`DiskTier::store`] queues the entry
+//! (bounded by `[cache] write_queue` bytes) for one writer thread, which writes blobs
+//! (temp file, fsync, rename, directory fsync) and only then commits the index, in
+//! batches. Changes queued but not yet committed are kept in an overlay that lookups
+//! consult first, so a removal or a new entry is visible at once.
+//!
+//! Failures never stop serving: a full disk skips the store, an index that cannot be
+//! opened is moved aside, and an index that fails at run time disables the tier.
+
+pub(super) mod blob;
+pub(super) mod index;
+mod stream;
+mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::Database;
+
+use super::key::CacheKey;
+use super::meta::{BlobHash, Rep};
+use super::{Body, Entry};
+use crate::config::CacheConfig;
+
+use self::blob::{Fault, Layout};
+use self::index::Indexed;
+pub use self::stream::DiskBody;
+use self::writer::{Discard, Op};
+
+/// What the index held at start-up.
+pub struct Opened {
+    /// The open tier.
+    pub tier: DiskTier,
+    /// The persisted purge-all generation.
+    pub generation: u64,
+    /// The persisted `Vary` specs.
+    pub vary: Vec<(String, Vec<String>)>,
+}
+
+/// The disk tier handle, owned by the cache. Dropping it drains the write queue and
+/// closes the index.
+pub struct DiskTier {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// A change queued but not yet committed, as lookups must see it.
+enum Pending {
+    /// The key's newest entry (bodies in memory, or open blob files for metadata-only
+    /// updates).
+    Stored(Arc<Entry>),
+    /// The key is gone.
+    Removed,
+}
+
+#[derive(Default)]
+struct Overlay {
+    keys: HashMap<CacheKey, (u64, Pending)>,
+    prefixes: Vec<(u64, String)>,
+}
+
+/// State shared by the handle, the writer thread, blocking reads and disk bodies.
+struct Shared {
+    layout: Layout,
+    db: Database,
+    budget: u64,
+    queue_limit: u64,
+    overlay: Mutex<Overlay>,
+    touches: Mutex<HashSet<String>>,
+    tx: Mutex<Option<Sender<Op>>>,
+    seq: AtomicU64,
+    queued_bytes: AtomicU64,
+    blob_bytes: AtomicU64,
+    entries: AtomicU64,
+    corrupt: AtomicU64,
+    skipped: AtomicU64,
+    evictions: AtomicU64,
+    failed: AtomicBool,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl DiskTier {
+    /// Opens (or creates) the tier under `config.dir`: removes leftovers in `tmp/`, opens
+    /// the index (moving an unreadable one aside), and starts the writer. Never scans the
+    /// blobs. An error means the directory or a fresh index cannot be created at all.
+    pub fn open(config: &CacheConfig) -> Result<Opened, String> {
+        let layout = Layout::new(&config.dir);
+        for dir in [config.dir.clone(), layout.blobs(), layout.tmp()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        match blob::clear_tmp(&layout) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(target: "edge::disk", removed = n, "removed leftover temp files")
+            }
+            Err(e) => tracing::warn!(target: "edge::disk", error = %e, "could not clear tmp/"),
+        }
+        let db = open_index(&layout.index())?;
+        let (counters, entries) =
+            index::load_counters(&db).map_err(|e| format!("reading the index: {e}"))?;
+        let vary = index::load_vary(&db).map_err(|e| format!("reading the index: {e}"))?;
+        tracing::info!(
+            target: "edge::disk",
+            dir = %config.dir.display(),
+            entries,
+            blob_bytes = counters.blob_bytes,
+            budget = config.disk,
+            generation = counters.generation,
+            "disk tier open"
+        );
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            layout,
+            db,
+            budget: config.disk,
+            queue_limit: config.write_queue,
+            overlay: Mutex::default(),
+            touches: Mutex::default(),
+            tx: Mutex::new(Some(tx)),
+            seq: AtomicU64::new(1),
+            queued_bytes: AtomicU64::new(0),
+            blob_bytes: AtomicU64::new(counters.blob_bytes),
+            entries: AtomicU64::new(entries),
+            corrupt: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            last_warning: Mutex::new(None),
+        });
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("edge-disk-writer".into())
+            .spawn(move || writer::run(writer_shared, rx))
+            .map_err(|e| format!("starting the disk writer: {e}"))?;
+        Ok(Opened {
+            tier: DiskTier {
+                shared,
+                writer: Some(writer),
+            },
+            generation: counters.generation,
+            vary,
+        })
+    }
+
+    /// The entry for `key` of at least `generation`: from the queued changes, else from
+    /// the index. Bodies of at most `small_max` bytes in all are read whole and verified;
+    /// bigger ones are opened for streaming. A corrupt or missing blob is a miss.
+    pub async fn lookup(
+        &self,
+        key: &CacheKey,
+        generation: u64,
+        small_max: u64,
+    ) -> Option<Arc<Entry>> {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.shared.pending(key) {
+            Some(Pending::Stored(entry)) => {
+                return (entry.meta.generation >= generation).then_some(entry);
+            }
+            Some(Pending::Removed) => return None,
+            None => {}
+        }
+        let shared = self.shared.clone();
+        let key = key.clone();
+        match tokio::task::spawn_blocking(move || shared.read(&key, generation, small_max)).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(target: "edge::disk", error = %e, "disk lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Queues `entry` (bodies in memory) to be written. When the queue is full or the
+    /// entry exceeds the budget, nothing is written and any older version is removed, so
+    /// that the disk never serves a version older than the one just stored.
+    pub fn store(&self, entry: Arc<Entry>) {
+        let shared = &self.shared;
+        if shared.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        let size = entry.memory_bytes();
+        let queued = shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if size > shared.budget || (queued > 0 && queued + size > shared.queue_limit) {
+            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            shared.skipped.fetch_add(1, Ordering::Relaxed);
+            let why = if size > shared.budget {
+                "larger than the disk budget"
+            } else {
+                "write queue full"
+            };
+            shared.warn_rarely(&entry.key, why);
+            self.remove(&entry.key);
+            return;
+        }
+        let seq = shared.next_seq();
+        let key = entry.key.clone();
+        shared.set_pending(&key, seq, Pending::Stored(entry.clone()));
+        shared.send(Op::Store {
+            seq,
+            entry,
+            bytes: size,
+        });
+    }
+
+    /// Queues new metadata for an entry whose bodies are on disk; applied only if the
+    /// stored entry still has the same representations.
+    pub fn update_meta(&self, entry: Arc<Entry>) {
+        let seq = self.shared.next_seq();
+        self.shared
+            .set_pending(&entry.key, seq, Pending::Stored(entry.clone()));
+        self.shared.send(Op::Meta { seq, entry });
+    }
+
+    /// Removes `key`; returns whether it was stored (or queued).
+    pub fn remove(&self, key: &CacheKey) -> bool {
+        let seq = self.shared.next_seq();
+        let queued = matches!(
+            self.shared.set_pending(key, seq, Pending::Removed),
+            Some(Pending::Stored(_))
+        );
+        self.shared.send(Op::Remove {
+            seq,
+            key: key.clone(),
+        });
+        queued
+            || matches!(
+                index::read_entry(&self.shared.db, key.as_str()),
+                Ok(Indexed::Entry(_)) | Ok(Indexed::Undecodable)
+            )
+    }
+
+    /// Removes every key starting with `prefix`; returns those stored or queued.
+    pub fn remove_prefix(&self, prefix: &str) -> HashSet<String> {
+        let seq = self.shared.next_seq();
+        let mut removed = HashSet::new();
+        {
+            let mut overlay = self.shared.overlay.lock().expect("overlay poisoned");
+            overlay.keys.retain(|k, (_, p)| {
+                if !k.as_str().starts_with(prefix) {
+                    return true;
+                }
+                if matches!(p, Pending::Stored(_)) {
+                    removed.insert(k.as_str().to_owned());
+                }
+                false
+            });
+            overlay.prefixes.push((seq, prefix.to_owned()));
+        }
+        self.shared.send(Op::RemovePrefix {
+            seq,
+            prefix: prefix.to_owned(),
+        });
+        match index::keys_with_prefix(&self.shared.db, prefix) {
+            Ok(keys) => removed.extend(keys),
+            Err(e) => self.shared.storage_error("scanning the index", &e),
+        }
+        removed
+    }
+
+    /// Persists the purge-all generation.
+    pub fn set_generation(&self, generation: u64) {
+        self.shared.send(Op::Generation(generation));
+    }
+
+    /// Persists the `Vary` spec of `primary`.
+    pub fn set_vary(&self, primary: &CacheKey, names: Arc<[String]>) {
+        self.shared.send(Op::SetVary(primary.clone(), names));
+    }
+
+    /// Forgets the `Vary` spec of `primary`.
+    pub fn remove_vary(&self, primary: &CacheKey) {
+        self.shared.send(Op::RemoveVary(primary.clone()));
+    }
+
+    /// Notes a hit on `key` for eviction order; applied in batches.
+    pub fn touch(&self, key: &CacheKey) {
+        self.shared.touch(key);
+    }
+
+    /// Waits until every change queued before the call is committed (or has failed).
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.shared.send(Op::Flush(done)) {
+            let _ = wait.await;
+        }
+    }
+
+    /// Blobs found corrupt or missing since start.
+    pub fn corrupt_blobs(&self) -> u64 {
+        self.shared.corrupt.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of referenced blobs, as of the last commit.
+    pub fn bytes(&self) -> u64 {
+        self.shared.blob_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries in the index, as of the last commit.
+    pub fn entries(&self) -> u64 {
+        self.shared.entries.load(Ordering::Relaxed)
+    }
+
+    /// Entries evicted for space since start.
+    pub fn evictions(&self) -> u64 {
+        self.shared.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Stores skipped (queue full, too large, or a failed write) since start.
+    pub fn skipped(&self) -> u64 {
+        self.shared.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the tier is still in service (false after a fatal index error).
+    pub fn is_healthy(&self) -> bool {
+        !self.shared.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for DiskTier {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain the queue, record the last hits and
+        // exit; joining it means the index is closed when the cache is gone.
+        self.shared.tx.lock().expect("sender lock poisoned").take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Shared {
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues an operation for the writer; false when the writer is gone.
+    fn send(&self, op: Op) -> bool {
+        let tx = self.tx.lock().expect("sender lock poisoned");
+        match tx.as_ref().map(|tx| tx.send(op)) {
+            Some(Ok(())) => true,
+            Some(Err(mpsc::SendError(op))) => {
+                drop(tx);
+                self.settle(&[op]);
+                if !self.failed.swap(true, Ordering::Relaxed) {
+                    tracing::error!(target: "edge::disk", "disk writer stopped; serving from memory and origin only");
+                }
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn set_pending(&self, key: &CacheKey, seq: u64, pending: Pending) -> Option<Pending> {
+        let mut overlay = self.overlay.lock().expect("overlay poisoned");
+        overlay
+            .keys
+            .insert(key.clone(), (seq, pending))
+            .map(|(_, p)| p)
+    }
+
+    /// The queued change that decides `key`, if any.
+    fn pending(&self, key: &CacheKey) -> Option<Pending> {
+        let overlay = self.overlay.lock().expect("overlay poisoned");
+        if let Some((_, p)) = overlay.keys.get(key) {
+            return Some(match p {
+                Pending::Stored(e) => Pending::Stored(e.clone()),
+                Pending::Removed => Pending::Removed,
+            });
+        }
+        overlay
+            .prefixes
+            .iter()
+            .any(|(_, p)| key.as_str().starts_with(p.as_str()))
+            .then_some(Pending::Removed)
+    }
+
+    /// Forgets the overlay records of committed (or failed) operations.
+    fn settle(&self, ops: &[Op]) {
+        let mut overlay = self.overlay.lock().expect("overlay poisoned");
+        for op in ops {
+            match op {
+                Op::Store { seq, entry, bytes } => {
+                    self.queued_bytes.fetch_sub(*bytes, Ordering::AcqRel);
+                    forget(&mut overlay, &entry.key, *seq);
+                }
+                Op::Meta { seq, entry } => forget(&mut overlay, &entry.key, *seq),
+                Op::Remove { seq, key } | Op::Discard { seq, key, .. } => {
+                    forget(&mut overlay, key, *seq)
+                }
+                Op::RemovePrefix { seq, .. } => overlay.prefixes.retain(|(s, _)| s != seq),
+                Op::Generation(_) | Op::SetVary(..) | Op::RemoveVary(_) | Op::Flush(_) => {}
+            }
+        }
+    }
+
+    fn touch(&self, key: &CacheKey) {
+        let mut touches = self.touches.lock().expect("touches poisoned");
+        // Bounded: when the writer falls behind, recency is merely a little older.
+        if touches.len() < 100_000 {
+            touches.insert(key.as_str().to_owned());
+        }
+    }
+
+    /// The blocking half of a lookup.
+    fn read(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        generation: u64,
+        small_max: u64,
+    ) -> Option<Arc<Entry>> {
+        let meta = match index::read_entry(&self.db, key.as_str()) {
+            Ok(Indexed::Entry(meta)) => meta,
+            Ok(Indexed::Absent) => return None,
+            Ok(Indexed::Undecodable) => {
+                tracing::warn!(target: "edge::disk", %key, "undecodable index entry removed");
+                self.discard(key, Discard::Undecodable);
+                return None;
+            }
+            Err(e) => {
+                self.storage_error("reading the index", &e);
+                return None;
+            }
+        };
+        if meta.generation < generation {
+            self.discard(key, Discard::Generation(generation));
+            return None;
+        }
+        let mut bodies = Vec::with_capacity(meta.reps.len());
+        let whole = meta.body_bytes() <= small_max;
+        for rep in &meta.reps {
+            let path = self.layout.blob(&rep.hash);
+            let body = if whole {
+                blob::read_verified(&path, &rep.hash, rep.len).map(Body::Memory)
+            } else {
+                blob::open_checked(&path, rep.len).map(|file| {
+                    Body::Disk(DiskBody::new(file, rep, key.clone(), Arc::downgrade(self)))
+                })
+            };
+            match body {
+                Ok(body) => bodies.push(body),
+                Err(fault) => {
+                    self.fault(key, rep, &fault);
+                    return None;
+                }
+            }
+        }
+        self.touch(key);
+        Some(Arc::new(Entry::new(key.clone(), meta, bodies)))
+    }
+
+    /// A blob of `key` could not be served: when the index still references it (and not
+    /// merely a lookup racing an eviction), count it, log it, and remove the entry.
+    fn fault(&self, key: &CacheKey, rep: &Rep, fault: &Fault) {
+        let still_referenced = matches!(
+            index::read_entry(&self.db, key.as_str()),
+            Ok(Indexed::Entry(meta)) if meta.reps.iter().any(|r| r.hash == rep.hash)
+        );
+        if still_referenced {
+            self.corrupt_found(key, &rep.hash, fault);
+        }
+    }
+
+    /// Counts, logs and discards a corrupt blob of `key`.
+    fn corrupt_found(&self, key: &CacheKey, hash: &BlobHash, fault: &Fault) {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        let detail = match fault {
+            Fault::Length { expected, found } => format!("{found} bytes, expected {expected}"),
+            Fault::Io(e) => e.to_string(),
+            Fault::Missing | Fault::Hash => String::new(),
+        };
+        tracing::error!(
+            target: "edge::disk",
+            %key,
+            blob = %hash,
+            path = %self.layout.blob(hash).display(),
+            fault = fault.as_str(),
+            detail,
+            "corrupt blob: entry removed, the next request refetches from the origin"
+        );
+        self.discard(key, Discard::Blob(*hash));
+    }
+
+    /// Hides `key` from lookups and queues its conditional removal.
+    fn discard(&self, key: &CacheKey, why: Discard) {
+        let seq = self.next_seq();
+        {
+            let mut overlay = self.overlay.lock().expect("overlay poisoned");
+            // A newer queued store of the key stays visible.
+            if !matches!(overlay.keys.get(key), Some((_, Pending::Stored(_)))) {
+                overlay.keys.insert(key.clone(), (seq, Pending::Removed));
+            }
+        }
+        self.send(Op::Discard {
+            seq,
+            key: key.clone(),
+            why,
+        });
+    }
+
+    /// Logs an index error; a fatal one takes the tier out of service.
+    fn storage_error(&self, what: &str, e: &redb::Error) {
+        if matches!(e, redb::Error::PreviousIo | redb::Error::DatabaseClosed) {
+            if !self.failed.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    target: "edge::disk",
+                    error = %e,
+                    "disk tier disabled after an I/O error in the index; serving from memory and origin; restart edge to re-enable it"
+                );
+            }
+        } else {
+            tracing::error!(target: "edge::disk", error = %e, "{what}");
+        }
+    }
+
+    /// Warns about a skipped store at most every ten seconds.
+    fn warn_rarely(&self, key: &CacheKey, why: &str) {
+        let mut last = self.last_warning.lock().expect("warning lock poisoned");
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                target: "edge::disk",
+                %key,
+                why,
+                skipped_total = self.skipped.load(Ordering::Relaxed),
+                "not storing on disk (further skips are counted, not logged, for 10s)"
+            );
+        }
+    }
+}
+
+fn forget(overlay: &mut Overlay, key: &CacheKey, seq: u64) {
+    if overlay.keys.get(key).is_some_and(|(s, _)| *s == seq) {
+        overlay.keys.remove(key);
+    }
+}
+
+/// Opens the index, waiting briefly for a previous instance in this process to close it,
+/// and moving an unreadable one aside so that a bad file never stops edge from starting.
+fn open_index(path: &Path) -> Result<Database, String> {
+    let open = |path: &Path| {
+        std::panic::catch_unwind(|| {
+            let mut builder = Database::builder();
+            builder.set_cache_size(64 << 20);
+            builder.create(path)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failure = loop {
+        match open(path) {
+            Ok(Ok(db)) => match index::create_tables(&db) {
+                Ok(()) => return Ok(db),
+                Err(e) => break e.to_string(),
+            },
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(format!(
+                    "{} is in use by another edge process",
+                    path.display()
+                ));
+            }
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => break "the index reader panicked".to_owned(),
+        }
+    };
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = path.with_extension(format!("redb.corrupt-{secs}"));
+    tracing::error!(
+        target: "edge::disk",
+        index = %path.display(),
+        moved_to = %aside.display(),
+        error = %failure,
+        "disk index unreadable: moved aside, starting with an empty disk tier"
+    );
+    std::fs::rename(path, &aside).map_err(|e| format!("moving {} aside: {e}", path.display()))?;
+    match open(path) {
+        Ok(Ok(db)) => index::create_tables(&db)
+            .map(|()| db)
+            .map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("creating {}: {e}", path.display())),
+        Err(_) => Err(format!(
+            "creating {}: the index writer panicked",
+            path.display()
+        )),
+    }
+}

@@ -1,0 +1,205 @@
+//! A large blob streamed from its file in 64 KiB chunks, never read whole into memory,
+//! and verified on the way: every byte of the file goes through blake3, and the last
+//! piece of output is held back until the hash matches the blob's name. On a mismatch
+//! the stream ends with an error instead, so the client's response is cut short (hyper
+//! resets the connection) and is never complete as if it were whole; the entry is
+//! removed so the next request refetches it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::Shared;
+use super::blob::Fault;
+use crate::cache::Segment;
+use crate::cache::key::CacheKey;
+use crate::cache::meta::{BlobHash, Rep};
+
+/// Bytes read from the file per step.
+const CHUNK: u64 = 64 * 1024;
+
+/// A representation whose bytes stay in their blob file. The file is opened at lookup,
+/// so an eviction that deletes it meanwhile does not disturb a response in progress.
+#[derive(Clone)]
+pub struct DiskBody {
+    file: Arc<File>,
+    hash: BlobHash,
+    len: u64,
+    key: CacheKey,
+    tier: Weak<Shared>,
+}
+
+impl DiskBody {
+    pub(super) fn new(file: File, rep: &Rep, key: CacheKey, tier: Weak<Shared>) -> Self {
+        DiskBody {
+            file: Arc::new(file),
+            hash: rep.hash,
+            len: rep.len,
+            key,
+            tier,
+        }
+    }
+
+    /// Length of the representation.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the representation is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The blob's name.
+    pub fn hash(&self) -> &BlobHash {
+        &self.hash
+    }
+
+    /// The bytes of `segments` in order: literal bytes, and byte ranges of the blob that
+    /// must be sorted, disjoint and within it (as `http::range::evaluate` returns them).
+    pub fn stream(
+        &self,
+        segments: Vec<Segment>,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        let reader = Reader {
+            body: self.clone(),
+            segments: segments.into(),
+            pos: 0,
+            hasher: blake3::Hasher::new(),
+            out: VecDeque::new(),
+            verified: false,
+        };
+        futures_util::stream::try_unfold(reader, |mut reader| async move {
+            Ok(reader.next().await?.map(|piece| (piece, reader)))
+        })
+    }
+}
+
+struct Reader {
+    body: DiskBody,
+    segments: VecDeque<Segment>,
+    pos: u64,
+    hasher: blake3::Hasher,
+    out: VecDeque<Bytes>,
+    verified: bool,
+}
+
+impl Reader {
+    async fn next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            // Everything but the last piece may go before the whole file is verified.
+            if self.verified || self.out.len() > 1 {
+                return Ok(self.out.pop_front());
+            }
+            if self.pos >= self.body.len {
+                self.verify()?;
+                continue;
+            }
+            let chunk = self.read_chunk().await?;
+            self.hasher.update(&chunk);
+            self.emit(&chunk)?;
+            self.pos += chunk.len() as u64;
+        }
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.out.push_back(piece);
+        }
+    }
+
+    /// Queues the output that `chunk` (file bytes from `self.pos`) completes.
+    fn emit(&mut self, chunk: &Bytes) -> io::Result<()> {
+        let chunk_start = self.pos;
+        let chunk_end = self.pos + chunk.len() as u64;
+        while let Some(segment) = self.segments.front_mut() {
+            match segment {
+                Segment::Bytes(b) => {
+                    let b = b.clone();
+                    self.segments.pop_front();
+                    self.push(b);
+                }
+                Segment::Range { start, end } => {
+                    if *start >= chunk_end {
+                        break;
+                    }
+                    if *start < chunk_start || *end < *start {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "byte ranges of a disk body must be sorted and disjoint",
+                        ));
+                    }
+                    let from = (*start - chunk_start) as usize;
+                    let to = ((*end + 1).min(chunk_end) - chunk_start) as usize;
+                    let done = *end < chunk_end;
+                    if done {
+                        self.segments.pop_front();
+                    } else {
+                        *start = chunk_end;
+                    }
+                    self.push(chunk.slice(from..to));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of the file: the hash must match before the held-back output goes.
+    fn verify(&mut self) -> io::Result<()> {
+        if self.hasher.finalize().as_bytes() != &self.body.hash.0 {
+            self.corrupt(&Fault::Hash);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob {} of {} does not hash to its name; response aborted",
+                    self.body.hash, self.body.key
+                ),
+            ));
+        }
+        while let Some(segment) = self.segments.pop_front() {
+            match segment {
+                Segment::Bytes(b) => self.push(b),
+                Segment::Range { .. } => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "byte range beyond the end of a disk body",
+                    ));
+                }
+            }
+        }
+        self.verified = true;
+        Ok(())
+    }
+
+    async fn read_chunk(&self) -> io::Result<Bytes> {
+        let n = CHUNK.min(self.body.len - self.pos) as usize;
+        let file = self.body.file.clone();
+        let pos = self.pos;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0; n];
+            file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+        })
+        .await
+        .map_err(io::Error::other)?;
+        if let Err(e) = &read
+            && e.kind() == io::ErrorKind::UnexpectedEof
+        {
+            self.corrupt(&Fault::Length {
+                expected: self.body.len,
+                found: pos,
+            });
+        }
+        read
+    }
+
+    fn corrupt(&self, fault: &Fault) {
+        if let Some(tier) = self.body.tier.upgrade() {
+            tier.corrupt_found(&self.body.key, &self.body.hash, fault);
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Unit tests of the store: eviction decisions, index round-trips, and the cache over a
+//! real directory (restart, verification, streaming, damaged index).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::HeaderMap;
+
+use super::disk::index::{self, IndexWriter, Indexed};
+use super::eviction::{Admission, Candidate, admit};
+use super::key::CacheKey;
+use super::meta::{BlobHash, Meta, Rep, to_unix};
+use super::{Body, Cache, Lookup, Segment, Tier};
+use crate::config::CacheConfig;
+use crate::http::encoding::Encoding;
+
+fn h(n: u8) -> BlobHash {
+    BlobHash([n; 32])
+}
+
+fn candidate(key: &'static str, blobs: &[(u8, u64)]) -> Candidate<&'static str> {
+    Candidate {
+        key,
+        blobs: blobs.iter().map(|&(n, len)| (h(n), len)).collect(),
+    }
+}
+
+#[test]
+fn admit_within_budget_evicts_nothing() {
+    let decision = admit(100, 100, 10, vec![candidate("a", &[(1, 50)])], |_| 1);
+    assert_eq!(decision, Admission::Admit(vec![]));
+}
+
+#[test]
+fn admit_evicts_least_recently_used_until_within_budget() {
+    let candidates = vec![
+        candidate("oldest", &[(1, 30)]),
+        candidate("older", &[(2, 30)]),
+        candidate("recent", &[(3, 30)]),
+    ];
+    // 150 used, budget 100: the two oldest (60 bytes) must go, not the recent one.
+    let decision = admit(100, 150, 40, candidates, |_| 1);
+    assert_eq!(decision, Admission::Admit(vec!["oldest", "older"]));
+}
+
+#[test]
+fn admit_rejects_an_entry_larger_than_the_budget() {
+    let decision = admit(100, 250, 150, vec![candidate("a", &[(1, 100)])], |_| 1);
+    assert_eq!(decision, Admission::Reject);
+}
+
+#[test]
+fn admit_counts_a_shared_blob_as_freed_only_when_every_reference_goes() {
+    // Blob 1 (60 bytes) is referenced by "a", "b" and the new entry: evicting both
+    // frees nothing of it, so "c" must go too.
+    let candidates = vec![
+        candidate("a", &[(1, 60)]),
+        candidate("b", &[(1, 60)]),
+        candidate("c", &[(2, 20)]),
+    ];
+    let refs = |hash: &BlobHash| if *hash == h(1) { 3 } else { 1 };
+    assert_eq!(
+        admit(100, 120, 20, candidates, refs),
+        Admission::Admit(vec!["a", "b", "c"])
+    );
+    // Referenced by "a" and "b" only: evicting both frees it.
+    let candidates = vec![candidate("a", &[(1, 60)]), candidate("b", &[(1, 60)])];
+    let refs = |hash: &BlobHash| if *hash == h(1) { 2 } else { 1 };
+    assert_eq!(
+        admit(100, 150, 90, candidates, refs),
+        Admission::Admit(vec!["a", "b"])
+    );
+}
+
+#[test]
+fn admit_rejects_when_evicting_everything_is_not_enough() {
+    let decision = admit(100, 190, 90, vec![candidate("a", &[(1, 50)])], |_| 1);
+    assert_eq!(decision, Admission::Reject);
+}
+
+fn meta_for(bodies: &[&[u8]]) -> Meta {
+    let mut headers = HeaderMap::new();
+    headers.insert("cache-control", "max-age=3600".parse().unwrap());
+    let now = SystemTime::now();
+    let encodings = [Encoding::Identity, Encoding::Gzip, Encoding::Br];
+    Meta {
+        url: "example.com/x".into(),
+        status: 200,
+        headers: vec![("content-type".into(), b"text/plain".to_vec())],
+        request_time: to_unix(now),
+        response_time: to_unix(now),
+        freshness: crate::http::freshness::analyze(200, &headers, now, now),
+        last_modified: None,
+        tags: vec!["t1".into()],
+        reps: bodies
+            .iter()
+            .zip(encodings)
+            .map(|(b, encoding)| Rep {
+                encoding,
+                hash: BlobHash::of(b),
+                len: b.len() as u64,
+                etag: "\"e\"".into(),
+            })
+            .collect(),
+        generation: 0,
+        invalidated: false,
+    }
+}
+
+fn test_db(dir: &Path) -> redb::Database {
+    let db = redb::Database::create(dir.join("index.redb")).unwrap();
+    index::create_tables(&db).unwrap();
+    db
+}
+
+/// Runs `f` in one committed write transaction.
+fn write<T>(
+    db: &redb::Database,
+    f: impl FnOnce(&mut IndexWriter<'_>) -> T,
+) -> (T, index::Finished) {
+    let txn = db.begin_write().unwrap();
+    let (out, finished) = {
+        let mut ix = IndexWriter::open(&txn).unwrap();
+        let out = f(&mut ix);
+        (out, ix.finish().unwrap())
+    };
+    txn.commit().unwrap();
+    (out, finished)
+}
+
+#[test]
+fn index_round_trips_meta_and_counts_a_shared_blob_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = test_db(dir.path());
+    let meta = meta_for(&[b"same bytes"]);
+    let (incoming, finished) = write(&db, |ix| {
+        (ix.put("k1", &meta).unwrap(), ix.put("k2", &meta).unwrap())
+    });
+    assert_eq!(incoming, (10, 0), "the second key adds no new blob bytes");
+    assert_eq!(finished.counters.blob_bytes, 10);
+    assert_eq!(finished.entries, 2);
+    assert_eq!(index::blob(&db, &meta.reps[0].hash).unwrap(), Some((2, 10)));
+    match index::read_entry(&db, "k1").unwrap() {
+        Indexed::Entry(read) => assert_eq!(read, meta),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        index::read_entry(&db, "nope").unwrap(),
+        Indexed::Absent
+    ));
+}
+
+#[test]
+fn removing_the_last_reference_releases_the_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = test_db(dir.path());
+    let meta = meta_for(&[b"shared"]);
+    write(&db, |ix| {
+        ix.put("a", &meta).unwrap();
+        ix.put("b", &meta).unwrap();
+    });
+    let (_, finished) = write(&db, |ix| ix.remove("a").unwrap());
+    assert!(finished.dead.is_empty(), "b still references it");
+    let (_, finished) = write(&db, |ix| ix.remove("b").unwrap());
+    assert_eq!(finished.dead, vec![meta.reps[0].hash]);
+    assert_eq!(finished.counters.blob_bytes, 0);
+    assert_eq!(index::blob(&db, &meta.reps[0].hash).unwrap(), None);
+}
+
+#[test]
+fn replacing_an_entry_with_the_same_body_keeps_its_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = test_db(dir.path());
+    let meta = meta_for(&[b"body"]);
+    write(&db, |ix| ix.put("a", &meta).unwrap());
+    let mut newer = meta.clone();
+    newer.status = 203;
+    let (incoming, finished) = write(&db, |ix| ix.put("a", &newer).unwrap());
+    assert_eq!(incoming, 0);
+    assert!(finished.dead.is_empty());
+    assert_eq!(index::blob(&db, &meta.reps[0].hash).unwrap(), Some((1, 4)));
+}
+
+#[test]
+fn evict_to_removes_the_least_recently_touched_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = test_db(dir.path());
+    let (a, b, c) = (
+        meta_for(&[b"aaaa"]),
+        meta_for(&[b"bbbb"]),
+        meta_for(&[b"cccc"]),
+    );
+    write(&db, |ix| {
+        ix.put("a", &a).unwrap();
+        ix.put("b", &b).unwrap();
+        ix.touch("a").unwrap();
+    });
+    // Budget 8: adding c (4 bytes) to 8 needs one eviction; b is least recently used.
+    let (admission, finished) = write(&db, |ix| {
+        let incoming = ix.put("c", &c).unwrap();
+        ix.evict_to(8, "c", incoming).unwrap()
+    });
+    assert_eq!(admission, Admission::Admit(vec!["b".to_owned()]));
+    assert_eq!(finished.dead, vec![b.reps[0].hash]);
+    assert_eq!(finished.counters.blob_bytes, 8);
+    assert!(matches!(
+        index::read_entry(&db, "b").unwrap(),
+        Indexed::Absent
+    ));
+    assert!(matches!(
+        index::read_entry(&db, "a").unwrap(),
+        Indexed::Entry(_)
+    ));
+}
+
+#[test]
+fn remove_prefix_removes_only_matching_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = test_db(dir.path());
+    let meta = meta_for(&[b"v"]);
+    write(&db, |ix| {
+        for k in ["p/1", "p/2", "p\u{1e}x", "q/1"] {
+            ix.put(k, &meta).unwrap();
+        }
+    });
+    assert_eq!(index::keys_with_prefix(&db, "p/").unwrap(), ["p/1", "p/2"]);
+    let (removed, finished) = write(&db, |ix| ix.remove_prefix("p").unwrap());
+    assert_eq!(removed.len(), 3);
+    assert_eq!(finished.entries, 1);
+}
+
+#[test]
+fn counters_and_vary_specs_survive_reopening_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = test_db(dir.path());
+        write(&db, |ix| {
+            ix.set_generation(7);
+            ix.set_vary(
+                "site\u{1f}h\u{1f}/v",
+                &["accept-language".into(), "x-device".into()],
+            )
+            .unwrap();
+        });
+    }
+    let db = test_db(dir.path());
+    let (counters, entries) = index::load_counters(&db).unwrap();
+    assert_eq!((counters.generation, entries), (7, 0));
+    assert_eq!(
+        index::load_vary(&db).unwrap(),
+        vec![(
+            "site\u{1f}h\u{1f}/v".to_owned(),
+            vec!["accept-language".to_owned(), "x-device".to_owned()]
+        )]
+    );
+}
+
+fn config(dir: &Path) -> CacheConfig {
+    CacheConfig {
+        memory: 16 << 20,
+        dir: dir.to_path_buf(),
+        disk: 64 << 20,
+        max_object_size: 64 << 20,
+        memory_object_max: 64 << 10,
+        write_queue: 64 << 20,
+    }
+}
+
+fn key(path: &str) -> CacheKey {
+    CacheKey::new("s", "example.com", path)
+}
+
+async fn stored(cache: &Cache, path: &str, body: &[u8]) {
+    cache.insert(
+        key(path),
+        meta_for(&[body]),
+        vec![Bytes::copy_from_slice(body)],
+    );
+    cache.flush().await;
+}
+
+async fn collect(body: &Body, segments: Vec<Segment>) -> (Vec<u8>, Option<std::io::Error>) {
+    let Body::Disk(disk) = body else {
+        panic!("expected a disk body")
+    };
+    let mut out = Vec::new();
+    let mut stream = std::pin::pin!(disk.stream(segments));
+    while let Some(piece) = stream.next().await {
+        match piece {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
+fn blob_path(dir: &Path, body: &[u8]) -> std::path::PathBuf {
+    super::disk::blob::Layout::new(dir).blob(&BlobHash::of(body))
+}
+
+#[tokio::test]
+async fn entries_survive_a_restart_and_are_promoted_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = Cache::open(&config(dir.path()));
+        stored(&cache, "/a", b"persisted").await;
+        assert_eq!(cache.disk_entries(), 1);
+    }
+    let cache = Cache::open(&config(dir.path()));
+    let Lookup::Fresh(hit) = cache.lookup(&key("/a"), SystemTime::now()).await else {
+        panic!("expected a fresh disk hit")
+    };
+    assert_eq!(hit.tier, Tier::Disk);
+    assert!(matches!(&hit.entry.bodies[0], Body::Memory(b) if b == "persisted"));
+    let Lookup::Fresh(again) = cache.lookup(&key("/a"), SystemTime::now()).await else {
+        panic!("expected a fresh memory hit")
+    };
+    assert_eq!(again.tier, Tier::Memory);
+}
+
+#[tokio::test]
+async fn a_flipped_byte_is_a_counted_miss_and_the_entry_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = Cache::open(&config(dir.path()));
+        stored(&cache, "/c", b"clean bytes").await;
+    }
+    let path = blob_path(dir.path(), b"clean bytes");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let cache = Cache::open(&config(dir.path()));
+    assert!(matches!(
+        cache.lookup(&key("/c"), SystemTime::now()).await,
+        Lookup::Miss
+    ));
+    assert_eq!(cache.corrupt_blobs(), 1);
+    cache.flush().await;
+    assert_eq!(cache.disk_entries(), 0);
+    assert!(!path.exists(), "the corrupt blob is deleted");
+}
+
+#[tokio::test]
+async fn a_large_object_stays_on_disk_and_streams_ranges_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&config(dir.path()));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    stored(&cache, "/big", &body).await;
+    cache.memory().remove(&key("/big"));
+    let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
+        panic!("expected a disk hit")
+    };
+    assert!(
+        cache.memory().peek(&key("/big")).is_none(),
+        "too big for memory"
+    );
+    let whole = vec![Segment::Range {
+        start: 0,
+        end: body.len() as u64 - 1,
+    }];
+    let (out, error) = collect(&hit.entry.bodies[0], whole).await;
+    assert!(error.is_none(), "{error:?}");
+    assert!(out == body, "the whole body streams back");
+    let parts = vec![
+        Segment::Bytes(Bytes::from_static(b"<")),
+        Segment::Range { start: 10, end: 19 },
+        Segment::Bytes(Bytes::from_static(b"|")),
+        Segment::Range {
+            start: 70_000,
+            end: 200_000,
+        },
+        Segment::Bytes(Bytes::from_static(b">")),
+    ];
+    let mut expected = b"<".to_vec();
+    expected.extend_from_slice(&body[10..20]);
+    expected.push(b'|');
+    expected.extend_from_slice(&body[70_000..=200_000]);
+    expected.push(b'>');
+    let (out, error) = collect(&hit.entry.bodies[0], parts).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(out, expected);
+}
+
+#[tokio::test]
+async fn a_corrupt_large_blob_ends_its_stream_with_an_error_before_the_last_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&config(dir.path()));
+    let body = vec![7u8; 200_000];
+    stored(&cache, "/big", &body).await;
+    cache.memory().remove(&key("/big"));
+    let path = blob_path(dir.path(), &body);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[150_000] = 8;
+    std::fs::write(&path, bytes).unwrap();
+    let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
+        panic!("the length is right, so the lookup opens it")
+    };
+    let whole = vec![Segment::Range {
+        start: 0,
+        end: 199_999,
+    }];
+    let (out, error) = collect(&hit.entry.bodies[0], whole).await;
+    assert!(error.is_some(), "the stream must fail");
+    assert!(
+        out.len() < body.len(),
+        "never complete: {} bytes",
+        out.len()
+    );
+    assert_eq!(cache.corrupt_blobs(), 1);
+    cache.flush().await;
+    assert!(matches!(
+        cache.lookup(&key("/big"), SystemTime::now()).await,
+        Lookup::Miss
+    ));
+}
+
+#[tokio::test]
+async fn purge_all_and_vary_specs_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = key("/v");
+    {
+        let cache = Cache::open(&config(dir.path()));
+        stored(&cache, "/old", b"old").await;
+        assert_eq!(cache.purge_all(), 1);
+        cache.set_vary(&primary, vec!["accept-language".into()]);
+        cache.flush().await;
+    }
+    let cache = Cache::open(&config(dir.path()));
+    assert_eq!(cache.generation(), 1);
+    assert!(matches!(
+        cache.lookup(&key("/old"), SystemTime::now()).await,
+        Lookup::Miss
+    ));
+    assert_eq!(
+        cache.vary(&primary).as_deref(),
+        Some(&["accept-language".to_owned()][..])
+    );
+}
+
+#[tokio::test]
+async fn removals_are_visible_at_once_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = Cache::open(&config(dir.path()));
+        stored(&cache, "/p/1", b"1").await;
+        stored(&cache, "/p/2", b"2").await;
+        stored(&cache, "/q", b"q").await;
+        cache.memory().remove(&key("/p/1"));
+        assert_eq!(cache.remove_prefix(key("/p/").as_str()), 2);
+        assert!(matches!(
+            cache.lookup(&key("/p/1"), SystemTime::now()).await,
+            Lookup::Miss
+        ));
+        assert!(cache.remove(&key("/q")));
+        assert!(matches!(
+            cache.lookup(&key("/q"), SystemTime::now()).await,
+            Lookup::Miss
+        ));
+    }
+    let cache = Cache::open(&config(dir.path()));
+    assert_eq!(cache.disk_entries(), 0);
+}
+
+#[tokio::test]
+async fn an_unreadable_index_is_moved_aside_and_the_cache_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.redb"), vec![0xA5; 64 << 10]).unwrap();
+    let cache = Cache::open(&config(dir.path()));
+    assert!(cache.has_disk());
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("index.redb.corrupt-")
+        });
+    assert!(aside, "the bad index is kept for inspection");
+    stored(&cache, "/n", b"new").await;
+    assert_eq!(cache.disk_entries(), 1);
+}
+
+#[tokio::test]
+async fn a_directory_that_cannot_be_created_means_memory_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let cache = Cache::open(&config(&file.join("cache")));
+    assert!(!cache.has_disk());
+    cache.insert(key("/m"), meta_for(&[b"m"]), vec![Bytes::from_static(b"m")]);
+    assert!(matches!(
+        cache.lookup(&key("/m"), SystemTime::now()).await,
+        Lookup::Fresh(_)
+    ));
+}
+
+#[tokio::test]
+async fn leftover_temp_files_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Cache::open(&config(dir.path())));
+    std::fs::write(dir.path().join("tmp").join("123-4.tmp"), b"partial").unwrap();
+    let _cache = Cache::open(&config(dir.path()));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_disk_budget_holds_and_recent_entries_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&CacheConfig {
+        disk: 10_000,
+        ..config(dir.path())
+    });
+    for i in 0..50u32 {
+        let body = vec![i as u8; 1000];
+        stored(&cache, &format!("/f{i}"), &body).await;
+        assert!(cache.disk_bytes() <= 10_000, "{} bytes", cache.disk_bytes());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(cache.disk_evictions() >= 40);
+    cache.memory().remove(&key("/f49"));
+    assert!(matches!(
+        cache.lookup(&key("/f49"), SystemTime::now()).await,
+        Lookup::Fresh(_)
+    ));
+}
