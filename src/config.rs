@@ -33,6 +33,27 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// How long a follower waits for the leader of a coalesced miss.
     pub coalesce_wait: Duration,
+    /// Limits on what clients may send and hold.
+    pub limits: Limits,
+}
+
+/// Client limits, each answered with a clear status when exceeded.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes of request head (line + fields) accepted; more → 431.
+    pub max_header_bytes: usize,
+    /// Request header fields accepted; more → 431.
+    pub max_headers: usize,
+    /// Bytes of request target accepted; more → 414.
+    pub max_uri_length: usize,
+    /// Bytes of request body passed through to the origin; more → 413.
+    pub max_request_body: u64,
+    /// Time allowed for a client to send a request head; then the connection closes.
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open client connections; further ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// `[admin]`.
@@ -227,6 +248,13 @@ struct RawServer {
     listen: Option<String>,
     shutdown_grace: Option<String>,
     coalesce_wait: Option<String>,
+    max_header_bytes: Option<String>,
+    max_headers: Option<usize>,
+    max_uri_length: Option<usize>,
+    max_request_body: Option<String>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -363,6 +391,7 @@ impl Config {
                 raw.server.coalesce_wait.as_deref(),
                 "30s",
             ),
+            limits: limits(&mut c, &raw.server),
         };
         let admin = Admin {
             listen: c.addr("admin.listen", raw.admin.listen.as_deref(), "127.0.0.1:9090"),
@@ -494,6 +523,39 @@ impl Config {
         } else {
             Err(c.errors)
         }
+    }
+}
+
+fn limits(c: &mut Checker, raw: &RawServer) -> Limits {
+    let header_bytes = c.size("server.max_header_bytes", raw.max_header_bytes.as_deref(), "32KiB");
+    // hyper needs room for at least one 8 KiB read buffer.
+    if header_bytes < 8192 {
+        c.fail("server.max_header_bytes", "must be at least 8KiB");
+    }
+    let max_headers = raw.max_headers.unwrap_or(100);
+    if max_headers == 0 {
+        c.fail("server.max_headers", "must be at least 1");
+    }
+    let max_uri_length = raw.max_uri_length.unwrap_or(8192);
+    if max_uri_length < 16 {
+        c.fail("server.max_uri_length", "must be at least 16");
+    }
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        c.fail("server.max_connections", "must be at least 1");
+    }
+    Limits {
+        max_header_bytes: header_bytes.max(8192) as usize,
+        max_headers: max_headers.max(1),
+        max_uri_length,
+        max_request_body: c.size("server.max_request_body", raw.max_request_body.as_deref(), "16MiB"),
+        header_read_timeout: c.duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout.as_deref(),
+            "10s",
+        ),
+        idle_timeout: c.duration("server.idle_timeout", raw.idle_timeout.as_deref(), "60s"),
+        max_connections: max_connections.max(1),
     }
 }
 

@@ -21,6 +21,12 @@ pub enum EdgeError {
         /// What went wrong.
         kind: OriginFailure,
     },
+    /// The request target is longer than `server.max_uri_length`.
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
+    /// The request body is larger than `server.max_request_body`.
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(u64),
     /// `only-if-cached` and nothing usable is stored.
     #[error("not cached")]
     NotCached,
@@ -60,6 +66,8 @@ impl EdgeError {
         match self {
             EdgeError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EdgeError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::Origin {
                 kind: OriginFailure::Timeout(_),
                 ..
@@ -81,6 +89,8 @@ impl EdgeError {
             EdgeError::NotCached => "edge; fwd=miss; detail=only-if-cached".into(),
             EdgeError::UnknownHost(_) => "edge; detail=unknown-host".into(),
             EdgeError::BadRequest(_) => "edge; detail=bad-request".into(),
+            EdgeError::UriTooLong(_) => "edge; detail=uri-too-long".into(),
+            EdgeError::PayloadTooLarge(_) => "edge; detail=body-too-large".into(),
             EdgeError::Internal(_) => "edge; detail=internal".into(),
         }
     }

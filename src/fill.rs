@@ -49,7 +49,10 @@ pub struct FillRequest {
 
 /// Request fields that must not reach the origin on a fill: the fill fetches the whole
 /// identity representation for the cache, not the client's conditional or partial view.
-const FILL_DROPPED: [&str; 7] = [
+const FILL_DROPPED: [&str; 9] = [
+    // A GET's body is never forwarded, so neither is its framing.
+    "content-length",
+    "content-type",
     "if-match",
     "if-none-match",
     "if-modified-since",

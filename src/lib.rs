@@ -3,7 +3,9 @@
 //! A request reads top to bottom in [`proxy`]; the rest, by what each module owns:
 //!
 //! - [`config`]: `edge.toml` → validated, frozen [`config::Config`].
-//! - [`server`]: shared state, routers, listeners, graceful shutdown.
+//! - [`server`]: shared state, routers, start and stop.
+//! - [`listener`]: accepting connections (HTTP/1.1, HTTP/2) with client limits and
+//!   graceful draining.
 //! - [`proxy`]: the request path — site, key, lookup, coalesced fill, respond.
 //! - [`respond`]: entry + request → response (representation, 304/412, 206/416, headers).
 //! - [`fill`]: fetching, revalidating and storing a response from the origin.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod fill;
 pub mod http;
+pub mod listener;
 pub mod origin;
 pub mod proxy;
 pub mod respond;

@@ -103,6 +103,11 @@ async fn serve(
     peer: SocketAddr,
     request: Request<Body>,
 ) -> Result<Response<Body>, EdgeError> {
+    let limits = &state.config.server.limits;
+    let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > limits.max_uri_length {
+        return Err(EdgeError::UriTooLong(limits.max_uri_length));
+    }
     let host = request_host(&request).ok_or(EdgeError::BadRequest("missing or invalid Host"))?;
     let site = state
         .sites()
@@ -461,11 +466,27 @@ async fn pass_unsafe(
     request: Request<Body>,
 ) -> Result<Response<Body>, EdgeError> {
     let (parts, body) = request.into_parts();
+    let max = state.config.server.limits.max_request_body;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(EdgeError::PayloadTooLarge(max));
+    }
+    // A chunked body is cut off at the limit; the origin sees an aborted upload.
+    let body = Body::new(http_body_util::Limited::new(body, max as usize));
     let mut forward = Request::new(body);
     *forward.method_mut() = parts.method.clone();
     *forward.uri_mut() = path_only(&parts.uri);
     *forward.headers_mut() = forward_headers(&parts.headers, Some(peer.ip()), "http");
-    let mut response = site.origin.send(forward).await?;
+    let mut response = match site.origin.send(forward).await {
+        Err(EdgeError::Origin { kind, .. }) if format!("{kind}").contains("length limit exceeded") => {
+            return Err(EdgeError::PayloadTooLarge(max));
+        }
+        other => other?,
+    };
     let status = response.status();
     let unsafe_method = !matches!(
         parts.method,

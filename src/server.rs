@@ -1,7 +1,6 @@
 //! The server: shared state, the client and admin routers, listeners and graceful
 //! shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -155,7 +154,8 @@ impl Running {
         let _ = self.stop.send(true);
         let grace = self.state.config.server.shutdown_grace;
         for task in self.tasks {
-            let _ = tokio::time::timeout(grace, task).await;
+            // Each listener drains within the grace itself; this bound is a backstop.
+            let _ = tokio::time::timeout(grace + std::time::Duration::from_secs(1), task).await;
         }
     }
 }
@@ -169,19 +169,23 @@ pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
 
-    let client = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let admin = admin_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = config.server.limits.clone();
+    let grace = config.server.shutdown_grace;
     let tasks = vec![
-        tokio::spawn(
-            axum::serve(listener, client)
-                .with_graceful_shutdown(wait_for(stopped.clone()))
-                .into_future(),
-        ),
-        tokio::spawn(
-            axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(wait_for(stopped))
-                .into_future(),
-        ),
+        tokio::spawn(crate::listener::serve(
+            listener,
+            app(state.clone()),
+            limits.clone(),
+            stopped.clone(),
+            grace,
+        )),
+        tokio::spawn(crate::listener::serve(
+            admin_listener,
+            admin_app(state.clone()),
+            limits,
+            stopped,
+            grace,
+        )),
     ];
     tracing::info!(%addr, %admin_addr, sites = config.sites.len(), "edge listening");
     Ok(Running {
@@ -191,12 +195,6 @@ pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
         stop,
         tasks,
     })
-}
-
-fn wait_for(mut stopped: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
