@@ -20,6 +20,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[origin]`: how origins are reached.
     pub origin: OriginConfig,
+    /// `[compression]`: fill-time variants and decoding.
+    pub compression: CompressionConfig,
     /// `[[site]]`: which hosts are served and from where, in file order.
     pub sites: Vec<Site>,
 }
@@ -93,6 +95,75 @@ pub struct OriginConfig {
     pub max_idle_per_host: usize,
 }
 
+/// `[compression]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionConfig {
+    /// Whether compressed variants are made at all (decoding origin bodies is not
+    /// affected).
+    pub enabled: bool,
+    /// Compression jobs that may run at once, each on its own blocking thread.
+    pub workers: usize,
+    /// Bodies shorter than this are not compressed.
+    pub min_size: u64,
+    /// Bodies up to this size get `levels`; larger ones get `large_levels`.
+    pub strong_max_size: u64,
+    /// Compressible media ranges, lower-case: `text/css`, `text/*`, `application/*+json`.
+    pub types: Vec<String>,
+    /// Codings to produce, in server preference for equal client q-values: a subset of
+    /// `br`, `zstd`, `gzip`, in order.
+    pub preference: Vec<String>,
+    /// A variant is kept only if at most this fraction of the identity length.
+    pub keep_ratio: f64,
+    /// Most bytes an encoded origin body may decode to.
+    pub max_decoded_size: u64,
+    /// Levels for bodies up to `strong_max_size`.
+    pub levels: CompressionLevels,
+    /// Levels for bodies above `strong_max_size`.
+    pub large_levels: CompressionLevels,
+}
+
+/// Compression level per coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionLevels {
+    /// Brotli quality, 0 to 11.
+    pub br: u32,
+    /// Zstandard level, 1 to 22.
+    pub zstd: u32,
+    /// gzip level, 1 to 9.
+    pub gzip: u32,
+}
+
+impl Default for CompressionConfig {
+    /// The documented defaults, as an empty `[compression]` section gives them.
+    fn default() -> Self {
+        let mut c = Checker { errors: Vec::new() };
+        let config = c.compression(&RawCompression::default());
+        debug_assert!(c.errors.is_empty(), "defaults validate: {:?}", c.errors);
+        config
+    }
+}
+
+/// One entry of a site's `immutable` list: paths matching `pattern` are sent to clients
+/// with `cache_control` (see `http::immutable`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImmutableRule {
+    /// `fingerprinted`, or a path glob with `*` (`/static/*`, `*.woff2`).
+    pub pattern: String,
+    /// The `Cache-Control` sent for matching paths; empty keeps the origin's header.
+    pub cache_control: String,
+}
+
+impl ImmutableRule {
+    /// The default rule: fingerprinted file names are immutable for a year.
+    pub fn fingerprinted() -> Self {
+        ImmutableRule {
+            pattern: "fingerprinted".into(),
+            cache_control: "public, max-age=31536000, immutable".into(),
+        }
+    }
+}
+
 /// One `[[site]]`.
 #[derive(Debug, Clone)]
 pub struct Site {
@@ -112,6 +183,8 @@ pub struct Site {
     pub client_cache_control: ClientCacheControl,
     /// Most `Vary` variants kept per URL.
     pub max_variants: usize,
+    /// Path rules for the `Cache-Control` sent to clients, first match wins.
+    pub immutable: Vec<ImmutableRule>,
 }
 
 /// How a site treats request `Cache-Control` (and `Pragma`) from clients.
@@ -239,8 +312,51 @@ struct Raw {
     #[serde(default)]
     origin: RawOrigin,
     #[serde(default)]
+    compression: RawCompression,
+    #[serde(default)]
     site: Vec<RawSite>,
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCompression {
+    enabled: Option<bool>,
+    workers: Option<usize>,
+    min_size: Option<String>,
+    strong_max_size: Option<String>,
+    types: Option<Vec<String>>,
+    preference: Option<Vec<String>>,
+    keep_ratio: Option<f64>,
+    max_decoded_size: Option<String>,
+    levels: Option<RawLevels>,
+    large_levels: Option<RawLevels>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLevels {
+    br: Option<u32>,
+    zstd: Option<u32>,
+    gzip: Option<u32>,
+}
+
+/// The default `[compression] types`: text, scripts, data, SVG, wasm and the font
+/// formats that are not compressed already (WOFF and WOFF2 are).
+const COMPRESSIBLE_TYPES: [&str; 13] = [
+    "text/*",
+    "application/javascript",
+    "text/javascript",
+    "application/json",
+    "application/*+json",
+    "application/xml",
+    "application/*+xml",
+    "image/svg+xml",
+    "application/wasm",
+    "font/ttf",
+    "font/otf",
+    "application/vnd.ms-fontobject",
+    "font/collection",
+];
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -294,6 +410,7 @@ struct RawSite {
     stale_if_error: Option<String>,
     client_cache_control: Option<String>,
     max_variants: Option<usize>,
+    immutable: Option<Vec<ImmutableRule>>,
 }
 
 /// Collects validation errors so that one run reports all of them.
@@ -354,6 +471,168 @@ impl Checker {
             }
         }
     }
+
+    /// Validates `[compression]`.
+    fn compression(&mut self, raw: &RawCompression) -> CompressionConfig {
+        let workers = raw.workers.unwrap_or(1);
+        if workers == 0 {
+            self.fail("compression.workers", "must be at least 1");
+        }
+        let types: Vec<String> = match &raw.types {
+            None => COMPRESSIBLE_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+            Some(types) => types
+                .iter()
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect(),
+        };
+        for t in &types {
+            if !is_media_range(t) {
+                self.fail(
+                    "compression.types",
+                    format!("`{t}` is not a media type (use `text/css`, `text/*` or `application/*+json`)"),
+                );
+            }
+        }
+        let preference: Vec<String> = match &raw.preference {
+            None => ["br", "zstd", "gzip"].map(str::to_owned).to_vec(),
+            Some(list) => list.iter().map(|p| p.trim().to_ascii_lowercase()).collect(),
+        };
+        if preference.is_empty() {
+            self.fail(
+                "compression.preference",
+                "must list at least one of `br`, `zstd`, `gzip` (set `enabled = false` to turn compression off)",
+            );
+        }
+        for (i, p) in preference.iter().enumerate() {
+            if !["br", "zstd", "gzip"].contains(&p.as_str()) {
+                self.fail(
+                    "compression.preference",
+                    format!("`{p}` is not a coding edge produces (use `br`, `zstd` or `gzip`)"),
+                );
+            } else if preference[..i].contains(p) {
+                self.fail("compression.preference", format!("`{p}` is listed twice"));
+            }
+        }
+        let keep_ratio = raw.keep_ratio.unwrap_or(0.95);
+        if !(keep_ratio > 0.0 && keep_ratio <= 1.0) {
+            self.fail(
+                "compression.keep_ratio",
+                format!("{keep_ratio} must be greater than 0 and at most 1 (e.g. 0.95)"),
+            );
+        }
+        let max_decoded_size = self.size(
+            "compression.max_decoded_size",
+            raw.max_decoded_size.as_deref(),
+            "1GiB",
+        );
+        if max_decoded_size == 0 {
+            self.fail("compression.max_decoded_size", "must be greater than zero");
+        }
+        let strong = CompressionLevels {
+            br: 11,
+            zstd: 19,
+            gzip: 9,
+        };
+        let large = CompressionLevels {
+            br: 5,
+            zstd: 6,
+            gzip: 6,
+        };
+        CompressionConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            workers,
+            min_size: self.size("compression.min_size", raw.min_size.as_deref(), "256B"),
+            strong_max_size: self.size(
+                "compression.strong_max_size",
+                raw.strong_max_size.as_deref(),
+                "1MiB",
+            ),
+            types,
+            preference,
+            keep_ratio,
+            max_decoded_size,
+            levels: self.levels("compression.levels", raw.levels.as_ref(), strong),
+            large_levels: self.levels("compression.large_levels", raw.large_levels.as_ref(), large),
+        }
+    }
+
+    /// Validates a `{ br, zstd, gzip }` level table; missing entries take `default`'s.
+    fn levels(
+        &mut self,
+        key: &str,
+        raw: Option<&RawLevels>,
+        default: CompressionLevels,
+    ) -> CompressionLevels {
+        let mut level = |coding: &str,
+                         value: Option<u32>,
+                         range: std::ops::RangeInclusive<u32>,
+                         default: u32| {
+            let value = value.unwrap_or(default);
+            if !range.contains(&value) {
+                self.fail(
+                    &format!("{key}.{coding}"),
+                    format!(
+                        "{value} is out of range ({} to {})",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                return default;
+            }
+            value
+        };
+        CompressionLevels {
+            br: level("br", raw.and_then(|r| r.br), 0..=11, default.br),
+            zstd: level("zstd", raw.and_then(|r| r.zstd), 1..=22, default.zstd),
+            gzip: level("gzip", raw.and_then(|r| r.gzip), 1..=9, default.gzip),
+        }
+    }
+
+    /// Validates a site's `immutable` rules; absent means the default rule.
+    fn immutable_rules(&mut self, key: &str, raw: Option<&[ImmutableRule]>) -> Vec<ImmutableRule> {
+        let Some(rules) = raw else {
+            return vec![ImmutableRule::fingerprinted()];
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            let p = &rule.pattern;
+            let is_glob = (p.starts_with('/') || p.starts_with('*'))
+                && !p
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+            if p != "fingerprinted" && !is_glob {
+                self.fail(
+                    &format!("{key}[{i}].pattern"),
+                    format!("`{p}` is not a pattern (use `fingerprinted`, a path like `/static/*`, or `*.woff2`)"),
+                );
+            }
+            let cc = rule.cache_control.trim();
+            if !cc.is_empty() && (!cc.is_ascii() || http::HeaderValue::from_str(cc).is_err()) {
+                self.fail(
+                    &format!("{key}[{i}].cache_control"),
+                    "must be a valid header value (or empty to keep the origin's)",
+                );
+            }
+        }
+        rules.to_vec()
+    }
+}
+
+/// Whether `text` is `type/subtype`, `type/*` or `type/*+suffix` (lower-case tokens).
+fn is_media_range(text: &str) -> bool {
+    let is_token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b))
+    };
+    let Some((ty, subtype)) = text.split_once('/') else {
+        return false;
+    };
+    let subtype_ok = match subtype.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => suffix.starts_with('+') && is_token(&suffix[1..]),
+        None => is_token(subtype),
+    };
+    is_token(ty) && subtype_ok
 }
 
 impl Config {
@@ -433,6 +712,7 @@ impl Config {
             ),
             max_idle_per_host: raw.origin.max_idle_per_host.unwrap_or(64),
         };
+        let compression = c.compression(&raw.compression);
 
         if raw.site.is_empty() {
             c.fail(
@@ -497,6 +777,7 @@ impl Config {
             if max_variants == 0 {
                 c.fail(&key("max_variants"), "must be at least 1");
             }
+            let immutable = c.immutable_rules(&key("immutable"), s.immutable.as_deref());
             sites.push(Site {
                 name,
                 hosts,
@@ -509,6 +790,7 @@ impl Config {
                 stale_if_error: c.duration_or_zero(&key("stale_if_error"), s.stale_if_error.as_deref()),
                 client_cache_control,
                 max_variants,
+                immutable,
             });
         }
 
@@ -518,6 +800,7 @@ impl Config {
                 admin,
                 cache,
                 origin,
+                compression,
                 sites,
             })
         } else {
@@ -703,5 +986,115 @@ mod tests {
     fn a_config_without_sites_is_an_error() {
         let errors = parse("").unwrap_err();
         assert_eq!(errors[0].key, "site");
+    }
+
+    const SITE: &str = "[[site]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:1\"\n";
+
+    #[test]
+    fn compression_defaults_apply_when_the_section_is_absent() {
+        let config = parse(SITE).unwrap();
+        let c = &config.compression;
+        assert_eq!(c, &CompressionConfig::default());
+        assert!(c.enabled);
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.min_size, 256);
+        assert_eq!(c.strong_max_size, 1 << 20);
+        assert_eq!(c.max_decoded_size, 1 << 30);
+        assert_eq!(c.keep_ratio, 0.95);
+        assert_eq!(c.preference, ["br", "zstd", "gzip"]);
+        assert_eq!(c.types.len(), COMPRESSIBLE_TYPES.len());
+        let levels = |br, zstd, gzip| CompressionLevels { br, zstd, gzip };
+        assert_eq!(c.levels, levels(11, 19, 9));
+        assert_eq!(c.large_levels, levels(5, 6, 6));
+        assert_eq!(config.sites[0].immutable, [ImmutableRule::fingerprinted()]);
+    }
+
+    #[test]
+    fn compression_settings_are_read_and_normalised() {
+        let config = parse(&format!(
+            "[compression]\nworkers = 2\nmin_size = \"1KiB\"\ntypes = [\"Text/CSS\", \"application/*+json\"]\n\
+             preference = [\"ZSTD\", \"br\"]\nkeep_ratio = 0.9\nlevels = {{ br = 9 }}\n{SITE}"
+        ))
+        .unwrap();
+        let c = &config.compression;
+        assert_eq!((c.workers, c.min_size, c.keep_ratio), (2, 1024, 0.9));
+        assert_eq!(c.types, ["text/css", "application/*+json"]);
+        assert_eq!(c.preference, ["zstd", "br"]);
+        let (br, zstd, gzip) = (9, 19, 9);
+        assert_eq!(c.levels, CompressionLevels { br, zstd, gzip });
+    }
+
+    #[test]
+    fn invalid_compression_settings_are_reported_with_their_keys() {
+        let errors = parse(&format!(
+            "[compression]\nworkers = 0\nmin_size = \"big\"\ntypes = [\"javascript\"]\n\
+             preference = [\"br\", \"lzma\", \"br\"]\nkeep_ratio = 1.5\nmax_decoded_size = \"0B\"\n\
+             levels = {{ br = 12, zstd = 0 }}\nlarge_levels = {{ gzip = 10 }}\n{SITE}"
+        ))
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "compression.workers",
+                "compression.types",
+                "compression.preference",
+                "compression.preference",
+                "compression.keep_ratio",
+                "compression.max_decoded_size",
+                "compression.min_size",
+                "compression.levels.br",
+                "compression.levels.zstd",
+                "compression.large_levels.gzip",
+            ],
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_compression_key_is_rejected() {
+        let errors = parse(&format!("[compression]\nlevel = 9\n{SITE}")).unwrap_err();
+        assert!(errors[0].message.contains("level"), "{errors:?}");
+    }
+
+    #[test]
+    fn site_immutable_rules_are_read_in_order_and_validated() {
+        let config = parse(&format!(
+            "{SITE}immutable = [{{ pattern = \"/static/*\", cache_control = \"public, max-age=600\" }}, \
+             {{ pattern = \"fingerprinted\", cache_control = \"\" }}]\n"
+        ))
+        .unwrap();
+        let rules = &config.sites[0].immutable;
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].pattern, "/static/*");
+        assert_eq!(rules[1].cache_control, "");
+
+        let none = parse(&format!("{SITE}immutable = []\n")).unwrap();
+        assert!(none.sites[0].immutable.is_empty());
+
+        let errors = parse(&format!(
+            "{SITE}immutable = [{{ pattern = \"static\", cache_control = \"public\" }}, \
+             {{ pattern = \"*.js\", cache_control = \"a\\nb\" }}]\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "site[0].immutable[0].pattern",
+                "site[0].immutable[1].cache_control"
+            ]
+        );
+    }
+
+    #[test]
+    fn media_ranges_are_recognised() {
+        for ok in ["text/*", "text/css", "application/*+json", "image/svg+xml"] {
+            assert!(is_media_range(ok), "{ok}");
+        }
+        for bad in ["text", "*/*", "text/", "application/*json", "/css"] {
+            assert!(!is_media_range(bad), "{bad}");
+        }
+        assert!(!is_media_range("text/c ss"));
     }
 }

@@ -9,6 +9,8 @@
 //! - [`proxy`]: the request path — site, key, lookup, coalesced fill, respond.
 //! - [`respond`]: entry + request → response (representation, 304/412, 206/416, headers).
 //! - [`fill`]: fetching, revalidating and storing a response from the origin.
+//! - [`compress`]: br, zstd and gzip variants at fill time on a bounded pool; decoding
+//!   bodies an origin sent encoded.
 //! - [`origin`]: the origin client (pooled HTTP/HTTPS, or a directory), timeouts,
 //!   hop-by-hop stripping.
 //! - [`cache`]: the store — memory tier, disk tier, keys, metadata, coalescing.
@@ -19,6 +21,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod fill;

@@ -12,6 +12,7 @@
 //!   `If-Unmodified-Since` → a [`Precondition`].
 //! - [`range`]: `Range` and `If-Range` → a [`RangeOutcome`].
 //! - [`encoding`]: `Accept-Encoding` → the [`Encoding`] to serve.
+//! - [`immutable`]: path → the `Cache-Control` sent to clients (fingerprinted assets).
 //! - [`date`]: HTTP-date parsing and formatting.
 
 pub mod cache_control;
@@ -19,6 +20,7 @@ pub mod conditional;
 pub mod date;
 pub mod encoding;
 pub mod freshness;
+pub mod immutable;
 pub mod range;
 
 pub use cache_control::CacheControl;
