@@ -322,6 +322,31 @@ impl TestEdge {
         Self::start_toml(&toml, dir).await
     }
 
+    /// Starts an edge whose disk tier lives in `cache_dir` (which outlives the edge),
+    /// with `cache_extra` lines in `[cache]`. After [`TestEdge::stop`], another edge
+    /// started on the same directory is a restart.
+    pub async fn start_in(
+        origin: &TestOrigin,
+        cache_dir: &std::path::Path,
+        cache_extra: &str,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndir = \"{}\"\n{cache_extra}\n[origin]\nconnect_timeout = \"1s\"\nfirst_byte_timeout = \"2s\"\nbody_timeout = \"3s\"\n[[site]]\nname = \"test\"\nhosts = [\"*\"]\norigin = \"{}\"\n",
+            cache_dir.display(),
+            origin.url()
+        );
+        Self::start_toml(&toml, dir).await
+    }
+
+    /// Waits for queued disk writes, then shuts the edge down gracefully (its disk tier
+    /// drains and closes its index).
+    pub async fn stop(self) {
+        self.running.state.cache.flush().await;
+        drop(self.client);
+        self.running.shutdown().await;
+    }
+
     /// Starts an edge whose one site uses `origin`, with extra lines in the
     /// `[[site]]` table (e.g. `stale_if_error = "60s"`).
     pub async fn start_site(origin: &TestOrigin, site_extra: &str) -> Self {
