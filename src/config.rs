@@ -16,6 +16,8 @@ pub struct Config {
     pub server: Server,
     /// `[admin]`: the operator listener.
     pub admin: Admin,
+    /// `[cluster]`: the other edge nodes purges are forwarded to.
+    pub cluster: Cluster,
     /// `[cache]`: tiers and object limits.
     pub cache: CacheConfig,
     /// `[origin]`: how origins are reached.
@@ -63,6 +65,39 @@ pub struct Limits {
 pub struct Admin {
     /// Address of the admin listener.
     pub listen: SocketAddr,
+    /// The bearer token `/purge`, `/stats` and `/metrics` require, from `token_file` or
+    /// `token_env`; `None` leaves them open (allowed on loopback only).
+    pub token: Option<Secret>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Admin base URLs of the other nodes, e.g. `http://10.0.0.2:9090`.
+    pub peers: Vec<http::Uri>,
+    /// Time allowed for one forwarded purge, connect included.
+    pub timeout: Duration,
+    /// Further attempts after a forwarded purge fails.
+    pub retries: u32,
+    /// The bearer token sent to peers: from `peer_token_env`, else `[admin]`'s token.
+    pub peer_token: Option<Secret>,
+}
+
+/// A credential: compared and sent, never printed (`Debug` shows `<redacted>`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// `[cache]`.
@@ -308,6 +343,8 @@ struct Raw {
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
+    cluster: RawCluster,
+    #[serde(default)]
     cache: RawCache,
     #[serde(default)]
     origin: RawOrigin,
@@ -377,6 +414,17 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+    token_file: Option<String>,
+    token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    peers: Option<Vec<String>>,
+    timeout: Option<String>,
+    retries: Option<u32>,
+    peer_token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -615,6 +663,92 @@ impl Checker {
         }
         rules.to_vec()
     }
+
+    /// Validates `[admin]`: the listener, and its token from a file or the environment.
+    /// A listener off loopback without a token is refused: it would let anyone purge.
+    fn admin(&mut self, raw: &RawAdmin, base: &Path) -> Admin {
+        let listen = self.addr("admin.listen", raw.listen.as_deref(), "127.0.0.1:9090");
+        let from_file = raw.token_file.as_deref().and_then(|file| {
+            let path = base.join(file);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if text.trim().is_empty() => {
+                    self.fail("admin.token_file", format!("`{}` is empty", path.display()));
+                    None
+                }
+                Ok(text) => Some(Secret(text.trim().to_owned())),
+                Err(e) => {
+                    self.fail("admin.token_file", format!("cannot read `{}`: {e}", path.display()));
+                    None
+                }
+            }
+        });
+        let from_env = raw
+            .token_env
+            .as_deref()
+            .and_then(|var| self.secret_from_env("admin.token_env", var));
+        if raw.token_file.is_some() && raw.token_env.is_some() {
+            self.fail("admin.token_env", "set `token_file` or `token_env`, not both");
+        }
+        let token = from_file.or(from_env);
+        let token_configured = raw.token_file.is_some() || raw.token_env.is_some();
+        if !listen.ip().is_loopback() && !token_configured {
+            self.fail(
+                "admin.listen",
+                format!(
+                    "`{listen}` is not a loopback address and no token is set: set `token_file` or \
+                     `token_env`, or listen on 127.0.0.1"
+                ),
+            );
+        }
+        Admin { listen, token }
+    }
+
+    /// Validates `[cluster]`; peers get `[admin]`'s token unless `peer_token_env` names
+    /// another.
+    fn cluster(&mut self, raw: &RawCluster, admin: &Admin) -> Cluster {
+        let mut peers = Vec::new();
+        for (i, text) in raw.peers.iter().flatten().enumerate() {
+            let key = format!("cluster.peers[{i}]");
+            let uri: Option<http::Uri> = text.trim_end_matches('/').parse().ok();
+            match uri {
+                Some(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.authority().is_some()
+                        && uri.path_and_query().is_none_or(|p| p.as_str() == "/") =>
+                {
+                    peers.push(uri)
+                }
+                _ => self.fail(
+                    &key,
+                    format!("`{text}` is not an admin base URL (use `http://host:port`)"),
+                ),
+            }
+        }
+        let peer_token = match raw.peer_token_env.as_deref() {
+            Some(var) => self.secret_from_env("cluster.peer_token_env", var),
+            None => admin.token.clone(),
+        };
+        Cluster {
+            peers,
+            timeout: self.duration("cluster.timeout", raw.timeout.as_deref(), "2s"),
+            retries: raw.retries.unwrap_or(2),
+            peer_token,
+        }
+    }
+
+    fn secret_from_env(&mut self, key: &str, var: &str) -> Option<Secret> {
+        match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => Some(Secret(value.trim().to_owned())),
+            Ok(_) => {
+                self.fail(key, format!("environment variable `{var}` is empty"));
+                None
+            }
+            Err(_) => {
+                self.fail(key, format!("environment variable `{var}` is not set"));
+                None
+            }
+        }
+    }
 }
 
 /// Whether `text` is `type/subtype`, `type/*` or `type/*+suffix` (lower-case tokens).
@@ -672,9 +806,8 @@ impl Config {
             ),
             limits: limits(&mut c, &raw.server),
         };
-        let admin = Admin {
-            listen: c.addr("admin.listen", raw.admin.listen.as_deref(), "127.0.0.1:9090"),
-        };
+        let admin = c.admin(&raw.admin, base);
+        let cluster = c.cluster(&raw.cluster, &admin);
         let cache = CacheConfig {
             memory: c.size("cache.memory", raw.cache.memory.as_deref(), "256MiB"),
             dir: base.join(raw.cache.dir.as_deref().unwrap_or("cache")),
@@ -798,6 +931,7 @@ impl Config {
             Ok(Config {
                 server,
                 admin,
+                cluster,
                 cache,
                 origin,
                 compression,
@@ -1096,5 +1230,64 @@ mod tests {
             assert!(!is_media_range(bad), "{bad}");
         }
         assert!(!is_media_range("text/c ss"));
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let errors = parse(&format!("[admin]\nlisten = \"0.0.0.0:9090\"\n{SITE}")).unwrap_err();
+        assert_eq!(errors[0].key, "admin.listen", "{errors:?}");
+        assert!(errors[0].message.contains("token"), "{errors:?}");
+        assert!(parse(&format!("[admin]\nlisten = \"127.0.0.1:9090\"\n{SITE}")).is_ok());
+        assert!(parse(&format!("[admin]\nlisten = \"[::1]:9090\"\n{SITE}")).is_ok());
+    }
+
+    #[test]
+    fn the_admin_token_is_read_from_a_file_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+        let text = format!("[admin]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"token\"\n{SITE}");
+        let config = Config::parse(&text, dir.path()).unwrap();
+        let token = config.admin.token.as_ref().unwrap();
+        assert_eq!(token.expose(), "s3cret");
+        assert_eq!(config.cluster.peer_token.as_ref(), Some(token), "peers get the admin token");
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let errors = Config::parse(&text.replace("\"token\"", "\"empty\""), dir.path()).unwrap_err();
+        assert_eq!(errors[0].key, "admin.token_file", "{errors:?}");
+        let errors = Config::parse(&text.replace("\"token\"", "\"missing\""), dir.path()).unwrap_err();
+        assert_eq!(errors[0].key, "admin.token_file", "{errors:?}");
+    }
+
+    #[test]
+    fn an_unset_token_variable_is_an_error_naming_it() {
+        let errors = parse(&format!(
+            "[admin]\ntoken_env = \"EDGE_TEST_SURELY_UNSET_81723\"\n[cluster]\npeer_token_env = \"EDGE_TEST_SURELY_UNSET_81723\"\n{SITE}"
+        ))
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["admin.token_env", "cluster.peer_token_env"]);
+        assert!(errors[0].message.contains("EDGE_TEST_SURELY_UNSET_81723"));
+    }
+
+    #[test]
+    fn cluster_peers_are_admin_base_urls() {
+        let config = parse(&format!(
+            "[cluster]\npeers = [\"http://10.0.0.2:9090\", \"https://edge-b.internal:9443/\"]\ntimeout = \"500ms\"\nretries = 0\n{SITE}"
+        ))
+        .unwrap();
+        let c = &config.cluster;
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!((c.timeout, c.retries), (Duration::from_millis(500), 0));
+        let defaults = parse(SITE).unwrap().cluster;
+        assert!(defaults.peers.is_empty());
+        assert_eq!((defaults.timeout, defaults.retries), (Duration::from_secs(2), 2));
+
+        let errors = parse(&format!(
+            "[cluster]\npeers = [\"10.0.0.2:9090\", \"http://a/purge\", \"ftp://b\"]\n{SITE}"
+        ))
+        .unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["cluster.peers[0]", "cluster.peers[1]", "cluster.peers[2]"]);
     }
 }

@@ -92,7 +92,10 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
     *request.headers_mut() = headers;
 
     let request_time = state.clock.now();
-    let response = site.origin.send(request).await?;
+    let sent = std::time::Instant::now();
+    let response = site.origin.send(request).await;
+    state.metrics.origin(&site.name, sent.elapsed(), &response);
+    let response = response?;
     let response_time = state.clock.now();
     let status = response.status().as_u16();
 

@@ -18,7 +18,11 @@
 //!   clock reads.
 //! - [`error`]: errors by who failed, turned into responses in one place.
 //! - [`clock`]: wall time that follows tokio's (pausable) clock.
+//! - [`admin`]: the operator API — purge (URL, prefix, tag, all; soft; cluster
+//!   fan-out), stats, metrics, health.
+//! - [`metrics`]: Prometheus counters and histograms, recorded on the request path.
 
+pub mod admin;
 pub mod cache;
 pub mod clock;
 pub mod compress;
@@ -27,6 +31,7 @@ pub mod error;
 pub mod fill;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod respond;

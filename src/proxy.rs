@@ -53,6 +53,9 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
+    let encoding = response.headers().get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let sent = if method == Method::HEAD { 0 } else { bytes };
+    state.metrics.request(outcome, response.status().as_u16(), encoding, sent);
     tracing::info!(
         target: "edge::access",
         %method,

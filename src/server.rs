@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -98,6 +97,8 @@ pub struct AppState {
     pub cache: Cache,
     /// The clock freshness reads.
     pub clock: Clock,
+    /// Counters and histograms for `/metrics` and `/stats`.
+    pub metrics: crate::metrics::Metrics,
     sites: Arc<RwLock<Arc<Sites>>>,
 }
 
@@ -107,10 +108,12 @@ impl AppState {
         let pool = OriginPool::new(&config.origin);
         let sites = Sites::new(&config, &pool);
         let cache = Cache::open(&config.cache);
+        let metrics = crate::metrics::Metrics::new(&cache);
         AppState {
             config,
             cache,
             clock: Clock::new(),
+            metrics,
             sites: Arc::new(RwLock::new(Arc::new(sites))),
         }
     }
@@ -128,11 +131,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The admin router.
-pub fn admin_app(_state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+/// The admin router: purge, stats, metrics and health (see [`crate::admin`]).
+pub fn admin_app(state: AppState) -> Router {
+    crate::admin::router(state)
 }
 
 /// A running edge: its bound addresses and a way to stop it.
@@ -151,6 +152,7 @@ impl Running {
     /// Stops accepting, waits for in-flight requests (up to the configured grace), and
     /// returns.
     pub async fn shutdown(self) {
+        self.state.metrics.set_ready(false);
         let _ = self.stop.send(true);
         let grace = self.state.config.server.shutdown_grace;
         for task in self.tasks {
@@ -187,6 +189,7 @@ pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
             grace,
         )),
     ];
+    state.metrics.set_ready(true);
     tracing::info!(%addr, %admin_addr, sites = config.sites.len(), "edge listening");
     Ok(Running {
         addr,

@@ -326,6 +326,11 @@ impl DiskTier {
     pub fn is_healthy(&self) -> bool {
         !self.shared.failed.load(Ordering::Relaxed)
     }
+
+    /// The index database, for the purge code's own reads and tables (`cache::tags`).
+    pub(in crate::cache) fn db(&self) -> &Database {
+        &self.shared.db
+    }
 }
 
 impl Drop for DiskTier {

@@ -8,6 +8,8 @@ pub mod flight;
 pub mod key;
 pub mod memory;
 pub mod meta;
+mod purge;
+mod tags;
 #[cfg(test)]
 mod tests;
 
@@ -189,6 +191,8 @@ struct Inner {
     stamps: Box<[AtomicU64]>,
     all_stamp: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
+    /// The tag index and soft purge-all time (see `purge.rs`).
+    purges: purge::PurgeState,
 }
 
 impl Cache {
@@ -222,6 +226,7 @@ impl Cache {
             .into_iter()
             .map(|(k, names)| (CacheKey::from_stored(k), names.into()))
             .collect();
+        let purges = purge::PurgeState::load(disk.as_ref());
         Cache {
             inner: Arc::new(Inner {
                 memory: MemoryTier::new(config.memory, config.memory_object_max),
@@ -232,6 +237,7 @@ impl Cache {
                 stamps: (0..STAMPS).map(|_| AtomicU64::new(0)).collect(),
                 all_stamp: AtomicU64::new(0),
                 hasher: Default::default(),
+                purges,
             }),
         }
     }
@@ -355,7 +361,7 @@ impl Cache {
             }
         };
         let meta = &hit.entry.meta;
-        if !meta.invalidated && meta.freshness.is_fresh(meta.response_at(), now) {
+        if !meta.invalidated && !self.soft_purged(meta) && meta.freshness.is_fresh(meta.response_at(), now) {
             Lookup::Fresh(hit)
         } else {
             Lookup::Stale(hit)
@@ -375,6 +381,7 @@ impl Cache {
         ));
         self.bump(&entry.key);
         self.inner.memory.insert(entry.clone());
+        self.index_tags(&entry);
         if let Some(disk) = &self.inner.disk {
             disk.store(entry.clone());
         }

@@ -393,6 +393,30 @@ impl TestEdge {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }
+
+    /// `http://127.0.0.1:ADMIN_PORT{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.admin_addr, path)
+    }
+
+    /// Stops this edge (draining its disk writes) and starts another with the same
+    /// configuration and cache directory, on new ports, as a process restart would.
+    pub async fn restart(self) -> Self {
+        let TestEdge {
+            running,
+            client,
+            dir,
+        } = self;
+        let config = running.state.config.clone();
+        running.state.cache.flush().await;
+        running.shutdown().await;
+        let running = edge::server::start(config).await.unwrap();
+        TestEdge {
+            running,
+            client,
+            dir,
+        }
+    }
 }
 
 /// The `Cache-Status` of a response.

@@ -72,6 +72,7 @@ pub fn create_tables(db: &Database) -> Result<(), redb::Error> {
         txn.open_table(KEY_SEQ)?;
         txn.open_table(STATE)?;
         txn.open_table(VARY)?;
+        txn.open_table(crate::cache::tags::TAGS)?;
     }
     txn.commit()?;
     Ok(())
@@ -156,6 +157,8 @@ pub struct IndexWriter<'t> {
     key_seq: Table<'t, &'static str, u64>,
     state: Table<'t, &'static str, u64>,
     vary: Table<'t, &'static str, &'static str>,
+    /// (tag, key) rows, kept in step with `entries` (see `cache::tags`).
+    tags: Table<'t, (&'static str, &'static str), ()>,
     /// The counters as this transaction leaves them.
     pub counters: Counters,
     released: Vec<BlobHash>,
@@ -180,6 +183,7 @@ impl<'t> IndexWriter<'t> {
             key_seq: txn.open_table(KEY_SEQ)?,
             state,
             vary: txn.open_table(VARY)?,
+            tags: txn.open_table(crate::cache::tags::TAGS)?,
             counters,
             released: Vec::new(),
         })
@@ -203,6 +207,7 @@ impl<'t> IndexWriter<'t> {
         }
         self.remove(key)?;
         self.entries.insert(key, meta.to_bytes().as_slice())?;
+        crate::cache::tags::index(&mut self.tags, key, &meta.tags)?;
         self.touch_unchecked(key)?;
         Ok(incoming)
     }
@@ -224,6 +229,7 @@ impl<'t> IndexWriter<'t> {
                 for rep in &meta.reps {
                     self.decref(&rep.hash)?;
                 }
+                crate::cache::tags::unindex(&mut self.tags, key, &meta.tags)?;
             }
             None => tracing::warn!(
                 target: "edge::disk",

@@ -1,0 +1,246 @@
+//! Purges across both tiers: by URL (with its `Vary` variants), by key prefix, by
+//! surrogate key (tag), and everything; each hard (removed) or soft (kept but stale, so
+//! the next request revalidates and `stale-if-error` may still serve it).
+//!
+//! Every purge is durable once it returns: removals and the purge-all generation are
+//! committed to the disk index (the disk writer's queue is flushed), and a soft purge of
+//! everything persists its time in the index's `purge_state` table.
+//!
+//! Cost: a URL is two key lookups and a range read; a prefix is a range read of the disk
+//! index plus a pass over the memory tier; a tag reads only the keys carrying it (see
+//! [`super::tags`]); hard `all` is O(1) (a generation bump); soft `all` is O(1) (a time
+//! below which every entry counts as stale).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use redb::Database;
+
+use super::disk::DiskTier;
+use super::key::CacheKey;
+use super::meta::{Meta, to_unix};
+use super::tags::{self, TagIndex};
+use super::{Cache, Entry};
+
+/// The cache's purge bookkeeping: the in-memory tag index and the soft purge-all time.
+pub(super) struct PurgeState {
+    tags: TagIndex,
+    /// Entries validated at or before this Unix second are stale; 0 for none.
+    soft_before: AtomicU64,
+}
+
+impl PurgeState {
+    /// Loads the persisted soft purge-all time from the disk index, if there is one.
+    pub(super) fn load(disk: Option<&DiskTier>) -> Self {
+        let soft_before = match disk.map(|d| tags::load_soft_before(d.db())) {
+            Some(Ok(secs)) => secs,
+            Some(Err(e)) => {
+                tracing::warn!(target: "edge::disk", error = %e, "could not read the purge state; no soft purge in effect");
+                0
+            }
+            None => 0,
+        };
+        PurgeState {
+            tags: TagIndex::default(),
+            soft_before: AtomicU64::new(soft_before),
+        }
+    }
+}
+
+impl Cache {
+    /// Records the tags of a newly stored entry in the in-memory tag index (the disk
+    /// index records its own when it commits the entry).
+    pub(super) fn index_tags(&self, entry: &Entry) {
+        let purges = &self.inner.purges;
+        if purges.tags.add(&entry.key, &entry.meta.tags) {
+            let memory = &self.inner.memory;
+            purges.tags.retain(|k| memory.peek(k).is_some());
+        }
+    }
+
+    /// Whether a soft purge of everything made `meta` stale.
+    pub(super) fn soft_purged(&self, meta: &Meta) -> bool {
+        let before = self.inner.purges.soft_before.load(Ordering::Acquire);
+        before > 0 && meta.response_time <= before
+    }
+
+    fn disk_db(&self) -> Option<&Database> {
+        self.inner
+            .disk
+            .as_ref()
+            .filter(|d| d.is_healthy())
+            .map(DiskTier::db)
+    }
+
+    /// Purges the URL of `primary` and every `Vary` variant of it; returns how many
+    /// entries were removed (or, when `soft`, marked stale).
+    pub async fn purge_url(&self, primary: &CacheKey, soft: bool) -> u64 {
+        let primary = primary.primary();
+        if soft {
+            let mut keys = self.keys_with_prefix(&primary.variant_prefix()).await;
+            keys.insert(primary);
+            return self.invalidate_all(keys).await;
+        }
+        let cache = self.clone();
+        blocking(move || {
+            cache.inner.purges.tags.remove(&primary);
+            u64::from(cache.remove(&primary))
+                + cache.remove_prefix(&primary.variant_prefix()) as u64
+        })
+        .await
+    }
+
+    /// Purges every entry whose key starts with `prefix` (a key prefix: see
+    /// [`CacheKey::new`]); returns how many.
+    pub async fn purge_prefix(&self, prefix: &str, soft: bool) -> u64 {
+        if soft {
+            let keys = self.keys_with_prefix(prefix).await;
+            return self.invalidate_all(keys).await;
+        }
+        let cache = self.clone();
+        let prefix = prefix.to_owned();
+        blocking(move || cache.remove_prefix(&prefix) as u64).await
+    }
+
+    /// Purges every entry carrying surrogate key `tag`, in every site; returns how many.
+    pub async fn purge_tag(&self, tag: &str, soft: bool) -> u64 {
+        let keys = self.keys_with_tag(tag).await;
+        if soft {
+            return self.invalidate_all(keys).await;
+        }
+        let cache = self.clone();
+        blocking(move || {
+            keys.iter()
+                .filter(|k| {
+                    cache.inner.purges.tags.remove(k);
+                    cache.remove(k)
+                })
+                .count() as u64
+        })
+        .await
+    }
+
+    /// Purges everything in O(1): hard bumps the generation (every older entry is a
+    /// miss); soft makes every entry validated at or before `now` stale. Returns the
+    /// generation in effect afterwards.
+    pub async fn purge_everything(&self, soft: bool, now: SystemTime) -> u64 {
+        if soft {
+            let secs = to_unix(now);
+            self.inner
+                .purges
+                .soft_before
+                .fetch_max(secs, Ordering::AcqRel);
+            if self.disk_db().is_some() {
+                let cache = self.clone();
+                let stored = blocking(move || {
+                    let db = cache.disk_db().expect("checked above");
+                    tags::store_soft_before(db, secs)
+                })
+                .await;
+                if let Err(e) = stored {
+                    tracing::error!(target: "edge::disk", error = %e, "could not persist a soft purge; it lasts until restart");
+                }
+            }
+            return self.generation();
+        }
+        self.inner.purges.tags.clear();
+        let generation = self.purge_all();
+        self.flush().await;
+        generation
+    }
+
+    /// The keys of stored entries tagged `tag`: those this process stored, and those the
+    /// disk index holds once every queued write is committed.
+    pub async fn keys_with_tag(&self, tag: &str) -> HashSet<CacheKey> {
+        let mut keys: HashSet<CacheKey> = self.inner.purges.tags.keys(tag).into_iter().collect();
+        if self.disk_db().is_some() {
+            self.flush().await;
+            let cache = self.clone();
+            let tag = tag.to_owned();
+            let found = blocking(move || {
+                tags::keys_with_tag(cache.disk_db().expect("checked above"), &tag)
+            })
+            .await;
+            match found {
+                Ok(found) => keys.extend(found),
+                Err(e) => {
+                    tracing::error!(target: "edge::disk", error = %e, "reading the tag index failed")
+                }
+            }
+        }
+        keys
+    }
+
+    /// The keys starting with `prefix` in either tier.
+    async fn keys_with_prefix(&self, prefix: &str) -> HashSet<CacheKey> {
+        let mut keys = HashSet::new();
+        // A pass over the memory tier that removes nothing.
+        self.inner.memory.remove_where(|e| {
+            if e.key.as_str().starts_with(prefix) {
+                keys.insert(e.key.clone());
+            }
+            false
+        });
+        if self.disk_db().is_some() {
+            self.flush().await;
+            let cache = self.clone();
+            let prefix = prefix.to_owned();
+            let found = blocking(move || {
+                super::disk::index::keys_with_prefix(
+                    cache.disk_db().expect("checked above"),
+                    &prefix,
+                )
+            })
+            .await;
+            match found {
+                Ok(found) => keys.extend(found.into_iter().map(CacheKey::from_stored)),
+                Err(e) => {
+                    tracing::error!(target: "edge::disk", error = %e, "reading the disk index failed")
+                }
+            }
+        }
+        keys
+    }
+
+    /// Marks each of `keys` stale; returns how many were stored.
+    async fn invalidate_all(&self, keys: HashSet<CacheKey>) -> u64 {
+        let mut n = 0;
+        for key in keys {
+            n += u64::from(self.invalidate(&key).await);
+        }
+        n
+    }
+
+    /// Marks `key` stale in both tiers, keeping its bodies; false when it is not stored.
+    async fn invalidate(&self, key: &CacheKey) -> bool {
+        let generation = self.generation();
+        let entry = match self.inner.memory.peek(key) {
+            Some(entry) => entry,
+            None => match &self.inner.disk {
+                // Bodies are opened, not read: only the metadata changes.
+                Some(disk) => match disk.lookup(key, generation, 0).await {
+                    Some(entry) => entry,
+                    None => return false,
+                },
+                None => return false,
+            },
+        };
+        if entry.meta.generation < generation {
+            return false;
+        }
+        if !entry.meta.invalidated {
+            let mut meta = entry.meta.clone();
+            meta.invalidated = true;
+            self.update_meta(&entry, meta);
+        }
+        true
+    }
+}
+
+/// Runs index work on tokio's blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("purge task panicked")
+}
