@@ -33,6 +33,8 @@ pub struct Config {
 pub struct Server {
     /// Address of the plain HTTP listener.
     pub listen: SocketAddr,
+    /// Address of the TLS listener (HTTP/2 and HTTP/1.1), if any.
+    pub tls_listen: Option<SocketAddr>,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How long a follower waits for the leader of a coalesced miss.
@@ -208,6 +210,12 @@ pub struct Site {
     pub hosts: Vec<HostPattern>,
     /// Where misses are fetched from.
     pub origin: OriginTarget,
+    /// The certificate chain and key sent to TLS clients that name one of its hosts.
+    pub tls: Option<TlsFiles>,
+    /// Whether plain-HTTP requests get `308` to the same URL over HTTPS.
+    pub https_redirect: bool,
+    /// The `Strict-Transport-Security` value sent with its responses over TLS.
+    pub hsts: Option<String>,
     /// For `dir:` origins: the `Cache-Control` the directory answers with.
     pub dir_cache_control: Option<String>,
     /// Stale-while-revalidate window applied when a response names none (RFC 5861).
@@ -220,6 +228,16 @@ pub struct Site {
     pub max_variants: usize,
     /// Path rules for the `Cache-Control` sent to clients, first match wins.
     pub immutable: Vec<ImmutableRule>,
+}
+
+/// A site's `tls_cert` and `tls_key`: PEM files, read at start and reloaded when they
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// How a site treats request `Cache-Control` (and `Pragma`) from clients.
@@ -399,6 +417,7 @@ const COMPRESSIBLE_TYPES: [&str; 13] = [
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    tls_listen: Option<String>,
     shutdown_grace: Option<String>,
     coalesce_wait: Option<String>,
     max_header_bytes: Option<String>,
@@ -453,6 +472,10 @@ struct RawSite {
     name: Option<String>,
     hosts: Vec<String>,
     origin: String,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    https_redirect: Option<bool>,
+    hsts: Option<String>,
     dir_cache_control: Option<String>,
     stale_while_revalidate: Option<String>,
     stale_if_error: Option<String>,
@@ -794,6 +817,7 @@ impl Config {
 
         let server = Server {
             listen: c.addr("server.listen", raw.server.listen.as_deref(), "127.0.0.1:8080"),
+            tls_listen: c.tls_listen(&raw),
             shutdown_grace: c.duration(
                 "server.shutdown_grace",
                 raw.server.shutdown_grace.as_deref(),
@@ -880,6 +904,7 @@ impl Config {
                     OriginTarget::Dir(base.to_path_buf())
                 }
             };
+            let (tls, https_redirect, hsts) = c.site_tls(i, s, base, raw.server.tls_listen.is_some());
             let dir_cache_control = match (&origin, &s.dir_cache_control) {
                 (OriginTarget::Dir(_), None) => Some("public, max-age=3600".to_owned()),
                 (OriginTarget::Dir(_), Some(v)) if v.is_empty() => None,
@@ -915,6 +940,9 @@ impl Config {
                 name,
                 hosts,
                 origin,
+                tls,
+                https_redirect,
+                hsts,
                 dir_cache_control,
                 stale_while_revalidate: c.duration_or_zero(
                     &key("stale_while_revalidate"),
@@ -941,6 +969,109 @@ impl Config {
             Err(c.errors)
         }
     }
+}
+
+/// TLS: the listener, and each site's certificate, redirect and HSTS.
+impl Checker {
+    /// `[server] tls_listen`: an address, with at least one site that has a certificate.
+    fn tls_listen(&mut self, raw: &Raw) -> Option<SocketAddr> {
+        let text = raw.server.tls_listen.as_deref()?;
+        let addr = self.addr("server.tls_listen", Some(text), "127.0.0.1:8443");
+        if !raw.site.iter().any(|s| s.tls_cert.is_some()) {
+            self.fail(
+                "server.tls_listen",
+                "no [[site]] has `tls_cert` and `tls_key` to serve on it",
+            );
+        }
+        let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        if listen.parse::<SocketAddr>().is_ok_and(|l| l == addr && l.port() != 0) {
+            self.fail("server.tls_listen", format!("`{addr}` is also `server.listen`"));
+        }
+        Some(addr)
+    }
+
+    /// A site's `tls_cert` and `tls_key` (both or neither; files that exist; a TLS
+    /// listener to serve them), `https_redirect` and `hsts` (both need the site on TLS).
+    fn site_tls(
+        &mut self,
+        i: usize,
+        raw: &RawSite,
+        base: &Path,
+        tls_listen: bool,
+    ) -> (Option<TlsFiles>, bool, Option<String>) {
+        let key = |field: &str| format!("site[{i}].{field}");
+        let mut file = |field: &str, value: &str| {
+            let path = base.join(value);
+            if value.is_empty() || !path.is_file() {
+                self.fail(&key(field), format!("`{}` is not a file", path.display()));
+            }
+            path
+        };
+        let tls = match (&raw.tls_cert, &raw.tls_key) {
+            (Some(cert), Some(private)) => Some(TlsFiles {
+                cert: file("tls_cert", cert),
+                key: file("tls_key", private),
+            }),
+            (Some(_), None) => {
+                self.fail(&key("tls_key"), "is required with `tls_cert`");
+                None
+            }
+            (None, Some(_)) => {
+                self.fail(&key("tls_cert"), "is required with `tls_key`");
+                None
+            }
+            (None, None) => None,
+        };
+        let on_tls = raw.tls_cert.is_some() && raw.tls_key.is_some();
+        if on_tls && !tls_listen {
+            self.fail(
+                &key("tls_cert"),
+                "needs a TLS listener: set [server] tls_listen (e.g. \"0.0.0.0:443\")",
+            );
+        }
+        let https_redirect = raw.https_redirect.unwrap_or(false);
+        if https_redirect && !on_tls {
+            self.fail(
+                &key("https_redirect"),
+                "needs `tls_cert` and `tls_key`: the site must be served over TLS",
+            );
+        }
+        let hsts = raw.hsts.as_deref().map(str::trim).filter(|v| !v.is_empty());
+        if let Some(value) = hsts {
+            if !on_tls {
+                self.fail(
+                    &key("hsts"),
+                    "needs `tls_cert` and `tls_key`: HSTS is sent over TLS only",
+                );
+            }
+            if !is_hsts(value) {
+                self.fail(
+                    &key("hsts"),
+                    format!(
+                        "`{value}` is not a Strict-Transport-Security value (e.g. \
+                         \"max-age=31536000; includeSubDomains\")"
+                    ),
+                );
+            }
+        }
+        (tls, https_redirect, hsts.map(str::to_owned))
+    }
+}
+
+/// Whether `value` is a `Strict-Transport-Security` value: directives separated by `;`,
+/// exactly one of them `max-age=<seconds>` (RFC 6797 §6.1).
+fn is_hsts(value: &str) -> bool {
+    let max_ages: Vec<&str> = value
+        .split(';')
+        .filter_map(|d| {
+            let (name, v) = d.trim().split_once('=')?;
+            name.trim().eq_ignore_ascii_case("max-age").then(|| v.trim().trim_matches('"'))
+        })
+        .collect();
+    http::HeaderValue::from_str(value).is_ok()
+        && max_ages.len() == 1
+        && !max_ages[0].is_empty()
+        && max_ages[0].bytes().all(|b| b.is_ascii_digit())
 }
 
 fn limits(c: &mut Checker, raw: &RawServer) -> Limits {

@@ -4,8 +4,12 @@
 //!
 //! - [`config`]: `edge.toml` → validated, frozen [`config::Config`].
 //! - [`server`]: shared state, routers, start and stop.
-//! - [`listener`]: accepting connections (HTTP/1.1, HTTP/2) with client limits and
-//!   graceful draining.
+//! - [`listener`]: accepting connections (HTTP/1.1, HTTP/2; plain or TLS) with client
+//!   limits and graceful draining.
+//! - [`tls`]: certificates per site chosen by SNI and reloaded when they change; HTTPS
+//!   redirect and HSTS.
+//! - [`reload`]: SIGHUP re-reads the configuration; new sites, same connections and
+//!   cache.
 //! - [`proxy`]: the request path — site, key, lookup, coalesced fill, respond.
 //! - [`respond`]: entry + request → response (representation, 304/412, 206/416, headers).
 //! - [`fill`]: fetching, revalidating and storing a response from the origin.
@@ -34,5 +38,7 @@ pub mod listener;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;
+pub mod reload;
 pub mod respond;
 pub mod server;
+pub mod tls;

@@ -1,10 +1,12 @@
-//! Accepting client connections: HTTP/1.1 and HTTP/2 (prior knowledge) served by
-//! hyper, with the configured limits — request-head size and field count (431), time
-//! to send a head, idle connections, and a cap on open connections — and graceful
-//! shutdown that lets in-flight requests finish.
+//! Accepting client connections, plain or TLS: HTTP/1.1 and HTTP/2 (prior knowledge,
+//! or ALPN over TLS) served by hyper, with the configured limits — request-head size and
+//! field count (431), time to send a head (and to finish a TLS handshake), idle
+//! connections, and a cap on open connections — and graceful shutdown that lets
+//! in-flight requests finish.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,19 +19,64 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::Limits;
+use crate::tls::Scheme;
 
 /// Serves `router` on `listener` until `stop` turns true, then waits up to `grace`
 /// for open connections to finish their in-flight requests.
 pub async fn serve(
     listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> io::Result<()> {
+    accept(listener, Transport::Plain, router, limits, stop, grace).await
+}
+
+/// Serves `router` over TLS on `listener`, like [`serve`]: the same limits, idle
+/// timeout, connection cap and draining. Each connection first completes its handshake
+/// (within `header_read_timeout`), in which `acceptor` picks the certificate and, by
+/// ALPN, HTTP/2 or HTTP/1.1. Requests carry [`Scheme::Https`] in their extensions.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> io::Result<()> {
+    accept(
+        listener,
+        Transport::Tls(acceptor),
+        router,
+        limits,
+        stop,
+        grace,
+    )
+    .await
+}
+
+/// What is spoken on an accepted connection before HTTP.
+#[derive(Clone)]
+enum Transport {
+    /// HTTP straight away.
+    Plain,
+    /// A TLS handshake first.
+    Tls(TlsAcceptor),
+}
+
+async fn accept(
+    listener: TcpListener,
+    transport: Transport,
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -70,12 +117,67 @@ pub async fn serve(
             _ = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let idle = IdleTimeout::new(stream, limits.idle_timeout);
-        let busy = idle.busy.clone();
-        let io = TokioIo::new(idle);
-        let router = router.clone();
+        let connection = Connection {
+            builder: builder.clone(),
+            router: router.clone(),
+            peer,
+            // Taken now, so that draining waits for a connection still in its handshake.
+            watcher: graceful.watcher(),
+        };
+        let transport = transport.clone();
+        let (idle_timeout, handshake_timeout) = (limits.idle_timeout, limits.header_read_timeout);
+        tokio::spawn(async move {
+            let idle = IdleTimeout::new(stream, idle_timeout);
+            let busy = idle.busy.clone();
+            match transport {
+                Transport::Plain => connection.serve(idle, busy, Scheme::Http).await,
+                Transport::Tls(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(idle)).await {
+                        Ok(Ok(tls)) => connection.serve(tls, busy, Scheme::Https).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?grace, "shutdown grace elapsed with connections still open");
+    }
+    Ok(())
+}
+
+/// One accepted connection, ready to speak HTTP once its transport is up.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    router: Router,
+    peer: SocketAddr,
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 or HTTP/2 on `stream` until the client or a graceful shutdown
+    /// closes it. `busy` is the idle timer's count of requests being prepared.
+    async fn serve<S>(self, stream: S, busy: Arc<AtomicUsize>, scheme: Scheme)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            builder,
+            router,
+            peer,
+            watcher,
+        } = self;
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(scheme);
             let busy = Busy::enter(busy.clone());
             let response = router.clone().oneshot(request.map(Body::new));
             async move {
@@ -84,20 +186,11 @@ pub async fn serve(
                 response
             }
         });
-        let connection = builder.serve_connection(io, service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %crate::error::chain(&*error), "connection ended with an error");
-            }
-            drop(permit);
-        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        if let Err(error) = watcher.watch(connection.into_owned()).await {
+            tracing::debug!(%peer, error = %crate::error::chain(&*error), "connection ended with an error");
+        }
     }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?grace, "shutdown grace elapsed with connections still open");
-    }
-    Ok(())
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -157,7 +250,10 @@ impl<S> IdleTimeout<S> {
 }
 
 fn timed_out() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "client connection idle for too long")
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "client connection idle for too long",
+    )
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
@@ -181,7 +277,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {

@@ -105,7 +105,7 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(&path)?);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime
-        .block_on(edge::server::run(config))
+        .block_on(edge::server::run(config, path.clone()))
         .with_context(|| format!("serving {}", path.display()))
 }
 
@@ -153,6 +153,11 @@ fn purge(request: &edge::admin::PurgeRequest, admin: &str, token_env: &str) -> E
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    let errors = edge::tls::check(&config);
+    if !errors.is_empty() {
+        let path = path.display().to_string();
+        return Err(edge::config::ConfigErrors { path, errors }.into());
+    }
     println!("{} is valid:\n{config:#?}", path.display());
     Ok(())
 }

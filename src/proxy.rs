@@ -117,6 +117,9 @@ async fn serve(
         .by_host(&host)
         .ok_or_else(|| EdgeError::UnknownHost(host.clone()))?
         .clone();
+    if let Some(redirect) = crate::tls::https_redirect(state, &site, &host, &request) {
+        return Ok(redirect);
+    }
     let path_and_query = request
         .uri()
         .path_and_query()
@@ -483,7 +486,8 @@ async fn pass_unsafe(
     let mut forward = Request::new(body);
     *forward.method_mut() = parts.method.clone();
     *forward.uri_mut() = path_only(&parts.uri);
-    *forward.headers_mut() = forward_headers(&parts.headers, Some(peer.ip()), "http");
+    let proto = crate::tls::Scheme::of(&parts.extensions).as_str();
+    *forward.headers_mut() = forward_headers(&parts.headers, Some(peer.ip()), proto);
     let mut response = match site.origin.send(forward).await {
         Err(EdgeError::Origin { kind, .. }) if format!("{kind}").contains("length limit exceeded") => {
             return Err(EdgeError::PayloadTooLarge(max));

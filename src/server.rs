@@ -2,7 +2,9 @@
 //! shutdown.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -11,9 +13,10 @@ use tokio::task::JoinHandle;
 
 use crate::cache::Cache;
 use crate::clock::Clock;
-use crate::config::{Config, HostPattern, Site};
+use crate::config::{Config, ConfigError, ConfigErrors, HostPattern, Site};
 use crate::error::{EdgeError, OriginFailure};
 use crate::origin::{Origin, OriginPool};
+use crate::tls::{CertWatcher, SiteCert};
 
 /// One site, ready to serve.
 #[derive(Clone)]
@@ -26,6 +29,8 @@ pub struct SiteRuntime {
     pub origin: Origin,
     /// Its validated configuration.
     pub config: Arc<Site>,
+    /// Its certificate, for TLS clients that name one of its hosts.
+    pub tls: Option<Arc<SiteCert>>,
 }
 
 impl SiteRuntime {
@@ -45,16 +50,39 @@ pub struct Sites {
 }
 
 impl Sites {
-    /// Builds the sites of `config` over `pool`.
+    /// Builds the sites of `config` over `pool`, with their certificates. One that does
+    /// not load is logged and leaves its site without TLS: [`start`] refuses such a
+    /// configuration first, and a reload uses [`Sites::load`].
     pub fn new(config: &Config, pool: &OriginPool) -> Self {
+        let (certs, errors) = crate::tls::load_certs(config);
+        for error in &errors {
+            tracing::error!(key = %error.key, "{}; the site has no certificate", error.message);
+        }
+        Self::with_certs(config, pool, certs)
+    }
+
+    /// Builds the sites of `config` over `pool` if every certificate loads; else the
+    /// errors, naming their keys.
+    pub fn load(config: &Config, pool: &OriginPool) -> Result<Self, Vec<ConfigError>> {
+        let (certs, errors) = crate::tls::load_certs(config);
+        if errors.is_empty() {
+            Ok(Self::with_certs(config, pool, certs))
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn with_certs(config: &Config, pool: &OriginPool, certs: Vec<Option<Arc<SiteCert>>>) -> Self {
         let sites = config
             .sites
             .iter()
-            .map(|s| SiteRuntime {
+            .zip(certs)
+            .map(|(s, tls)| SiteRuntime {
                 name: s.name.as_str().into(),
                 hosts: s.hosts.clone(),
                 origin: pool.origin(&s.origin, s.dir_cache_control.as_deref()),
                 config: Arc::new(s.clone()),
+                tls,
             })
             .collect();
         Sites { sites }
@@ -86,12 +114,18 @@ impl Sites {
             .iter()
             .find(|s| s.hosts.contains(&HostPattern::Any))
     }
+
+    /// Every site, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = &SiteRuntime> {
+        self.sites.iter()
+    }
 }
 
 /// State shared by every request: one `Clone` handle.
 #[derive(Clone)]
 pub struct AppState {
-    /// The validated configuration.
+    /// The configuration edge started with. Its sites are replaced on reload (read them
+    /// through [`AppState::sites`]); the rest takes effect at the next start.
     pub config: Arc<Config>,
     /// The store.
     pub cache: Cache,
@@ -100,6 +134,14 @@ pub struct AppState {
     /// Counters and histograms for `/metrics` and `/stats`.
     pub metrics: crate::metrics::Metrics,
     sites: Arc<RwLock<Arc<Sites>>>,
+    live: Arc<Live>,
+}
+
+/// What a reload needs besides the sites: the origin pool they were built over (with
+/// the `[origin]` settings it was made from, as text), and where HTTPS is served.
+struct Live {
+    pool: Mutex<(String, OriginPool)>,
+    https_port: AtomicU16,
 }
 
 impl AppState {
@@ -107,6 +149,10 @@ impl AppState {
     pub fn new(config: Arc<Config>) -> Self {
         let pool = OriginPool::new(&config.origin);
         let sites = Sites::new(&config, &pool);
+        let live = Arc::new(Live {
+            pool: Mutex::new((format!("{:?}", config.origin), pool)),
+            https_port: AtomicU16::new(config.server.tls_listen.map_or(0, |a| a.port())),
+        });
         let cache = Cache::open(&config.cache);
         let metrics = crate::metrics::Metrics::new(&cache);
         AppState {
@@ -115,6 +161,7 @@ impl AppState {
             clock: Clock::new(),
             metrics,
             sites: Arc::new(RwLock::new(Arc::new(sites))),
+            live,
         }
     }
 
@@ -122,12 +169,38 @@ impl AppState {
     pub fn sites(&self) -> Arc<Sites> {
         self.sites.read().expect("sites lock poisoned").clone()
     }
+
+    /// Replaces the sites with those of `config` if every certificate loads; requests
+    /// already under way finish with the sites they started with. Changed `[origin]`
+    /// settings get a new origin pool. Blocking: it reads the certificates.
+    pub fn replace_sites(&self, config: &Config) -> Result<(), Vec<ConfigError>> {
+        let mut pool = self.live.pool.lock().expect("pool lock poisoned");
+        let settings = format!("{:?}", config.origin);
+        let new_pool = (settings != pool.0).then(|| OriginPool::new(&config.origin));
+        let sites = Sites::load(config, new_pool.as_ref().unwrap_or(&pool.1))?;
+        if let Some(new_pool) = new_pool {
+            tracing::info!("[origin] changed: new origin connections use the new settings");
+            *pool = (settings, new_pool);
+        }
+        drop(pool);
+        *self.sites.write().expect("sites lock poisoned") = Arc::new(sites);
+        Ok(())
+    }
+
+    /// The port HTTPS is served on, for `https_redirect` (0 when there is none).
+    pub fn https_port(&self) -> u16 {
+        self.live.https_port.load(Ordering::Relaxed)
+    }
 }
 
-/// The client-facing router.
+/// The client-facing router. Over TLS, responses get their site's `hsts`.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .fallback(crate::proxy::handle)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::tls::strict_transport,
+        ))
         .with_state(state)
 }
 
@@ -142,16 +215,21 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
+    /// The TLS listener's address, when `[server] tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
     /// The shared state, for inspection.
     pub state: AppState,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    certs: Option<CertWatcher>,
 }
 
 impl Running {
-    /// Stops accepting, waits for in-flight requests (up to the configured grace), and
-    /// returns.
+    /// Stops accepting on every listener (plain, TLS, admin), waits for in-flight
+    /// requests (up to the configured grace), commits what is queued for the disk tier,
+    /// and returns. The disk index closes when the last handle on the cache goes.
     pub async fn shutdown(self) {
+        drop(self.certs);
         self.state.metrics.set_ready(false);
         let _ = self.stop.send(true);
         let grace = self.state.config.server.shutdown_grace;
@@ -159,13 +237,29 @@ impl Running {
             // Each listener drains within the grace itself; this bound is a backstop.
             let _ = tokio::time::timeout(grace + std::time::Duration::from_secs(1), task).await;
         }
+        self.state.cache.flush().await;
     }
 }
 
-/// Binds the listeners of `config` and starts serving.
+/// Binds the listeners of `config` and starts serving. Fails if a site's certificate
+/// does not load or a listener cannot bind.
 pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
+    let cert_errors = crate::tls::check(&config);
+    if !cert_errors.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            ConfigErrors {
+                path: "(site certificates)".into(),
+                errors: cert_errors,
+            },
+        ));
+    }
     let state = AppState::new(config.clone());
     let listener = TcpListener::bind(config.server.listen).await?;
+    let tls_listener = match config.server.tls_listen {
+        Some(tls_listen) => Some(TcpListener::bind(tls_listen).await?),
+        None => None,
+    };
     let admin_listener = TcpListener::bind(config.admin.listen).await?;
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
@@ -173,7 +267,24 @@ pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
 
     let limits = config.server.limits.clone();
     let grace = config.server.shutdown_grace;
-    let tasks = vec![
+    let (tls_addr, tls_task, certs) = match tls_listener {
+        Some(tls_listener) => {
+            let tls_addr = tls_listener.local_addr()?;
+            state.live.https_port.store(tls_addr.port(), Ordering::Relaxed);
+            let task = tokio::spawn(crate::listener::serve_tls(
+                tls_listener,
+                crate::tls::acceptor(state.clone()),
+                app(state.clone()),
+                limits.clone(),
+                stopped.clone(),
+                grace,
+            ));
+            let certs = CertWatcher::start(state.clone(), crate::tls::CERT_POLL);
+            (Some(tls_addr), Some(task), Some(certs))
+        }
+        None => (None, None, None),
+    };
+    let mut tasks = vec![
         tokio::spawn(crate::listener::serve(
             listener,
             app(state.clone()),
@@ -189,21 +300,34 @@ pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
             grace,
         )),
     ];
+    tasks.extend(tls_task);
     state.metrics.set_ready(true);
-    tracing::info!(%addr, %admin_addr, sites = config.sites.len(), "edge listening");
+    tracing::info!(%addr, tls_addr = ?tls_addr, %admin_addr, sites = config.sites.len(), "edge listening");
     Ok(Running {
         addr,
         admin_addr,
+        tls_addr,
         state,
         stop,
         tasks,
+        certs,
     })
 }
 
-/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn run(config: Arc<Config>) -> std::io::Result<()> {
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully. On SIGHUP, reloads the
+/// configuration from `path` (see [`crate::reload`]).
+pub async fn run(config: Arc<Config>, path: PathBuf) -> std::io::Result<()> {
+    // Installed before anything else: SIGHUP's default action ends the process.
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let running = start(config).await?;
+    #[cfg(unix)]
+    let reloads = tokio::spawn(crate::reload::on_sighup(running.state.clone(), path, hangup));
+    #[cfg(not(unix))]
+    let _ = path;
     shutdown_signal().await;
+    #[cfg(unix)]
+    reloads.abort();
     tracing::info!("shutting down: finishing in-flight requests");
     running.shutdown().await;
     tracing::info!("stopped");
