@@ -904,7 +904,8 @@ impl Config {
                     OriginTarget::Dir(base.to_path_buf())
                 }
             };
-            let (tls, https_redirect, hsts) = c.site_tls(i, s, base, raw.server.tls_listen.is_some());
+            let (tls, https_redirect, hsts) =
+                c.site_tls(i, s, base, raw.server.tls_listen.is_some());
             let dir_cache_control = match (&origin, &s.dir_cache_control) {
                 (OriginTarget::Dir(_), None) => Some("public, max-age=3600".to_owned()),
                 (OriginTarget::Dir(_), Some(v)) if v.is_empty() => None,
@@ -984,8 +985,14 @@ impl Checker {
             );
         }
         let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
-        if listen.parse::<SocketAddr>().is_ok_and(|l| l == addr && l.port() != 0) {
-            self.fail("server.tls_listen", format!("`{addr}` is also `server.listen`"));
+        if listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|l| l == addr && l.port() != 0)
+        {
+            self.fail(
+                "server.tls_listen",
+                format!("`{addr}` is also `server.listen`"),
+            );
         }
         Some(addr)
     }
@@ -1065,7 +1072,9 @@ fn is_hsts(value: &str) -> bool {
         .split(';')
         .filter_map(|d| {
             let (name, v) = d.trim().split_once('=')?;
-            name.trim().eq_ignore_ascii_case("max-age").then(|| v.trim().trim_matches('"'))
+            name.trim()
+                .eq_ignore_ascii_case("max-age")
+                .then(|| v.trim().trim_matches('"'))
         })
         .collect();
     http::HeaderValue::from_str(value).is_ok()

@@ -270,7 +270,10 @@ pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let (tls_addr, tls_task, certs) = match tls_listener {
         Some(tls_listener) => {
             let tls_addr = tls_listener.local_addr()?;
-            state.live.https_port.store(tls_addr.port(), Ordering::Relaxed);
+            state
+                .live
+                .https_port
+                .store(tls_addr.port(), Ordering::Relaxed);
             let task = tokio::spawn(crate::listener::serve_tls(
                 tls_listener,
                 crate::tls::acceptor(state.clone()),
@@ -322,7 +325,11 @@ pub async fn run(config: Arc<Config>, path: PathBuf) -> std::io::Result<()> {
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let running = start(config).await?;
     #[cfg(unix)]
-    let reloads = tokio::spawn(crate::reload::on_sighup(running.state.clone(), path, hangup));
+    let reloads = tokio::spawn(crate::reload::on_sighup(
+        running.state.clone(),
+        path,
+        hangup,
+    ));
     #[cfg(not(unix))]
     let _ = path;
     shutdown_signal().await;
