@@ -130,6 +130,11 @@ pub struct OriginConfig {
     pub body_timeout: Duration,
     /// Idle origin connections kept per host.
     pub max_idle_per_host: usize,
+    /// Consecutive connect failures or header timeouts that open an origin's circuit
+    /// breaker (0 disables it).
+    pub breaker_failures: u32,
+    /// How long an open breaker fails requests fast before letting one probe through.
+    pub breaker_cooldown: Duration,
 }
 
 /// `[compression]`.
@@ -226,8 +231,36 @@ pub struct Site {
     pub client_cache_control: ClientCacheControl,
     /// Most `Vary` variants kept per URL.
     pub max_variants: usize,
+    /// How the query string enters the key and the forwarded request.
+    pub query: QueryMode,
+    /// What happens to responses that set cookies.
+    pub set_cookie: SetCookiePolicy,
+    /// Refuse to store HTML answered for a static-asset file name (cache deception).
+    pub deception_guard: bool,
     /// Path rules for the `Cache-Control` sent to clients, first match wins.
     pub immutable: Vec<ImmutableRule>,
+}
+
+/// How a site's query strings enter the cache key and the forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryMode {
+    /// As sent (percent-encoding case normalised).
+    Keep,
+    /// Parameters sorted.
+    Sort,
+    /// Removed.
+    Drop,
+    /// Only these parameters kept, sorted.
+    Allow(Vec<String>),
+}
+
+/// What a site does with responses carrying `Set-Cookie`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetCookiePolicy {
+    /// Pass them through uncached (the default: a cookie is per client).
+    Pass,
+    /// Store and serve them without their `Set-Cookie` fields.
+    Strip,
 }
 
 /// A site's `tls_cert` and `tls_key`: PEM files, read at start and reloaded when they
@@ -464,6 +497,8 @@ struct RawOrigin {
     first_byte_timeout: Option<String>,
     body_timeout: Option<String>,
     max_idle_per_host: Option<usize>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -481,6 +516,10 @@ struct RawSite {
     stale_if_error: Option<String>,
     client_cache_control: Option<String>,
     max_variants: Option<usize>,
+    query: Option<String>,
+    query_allow: Option<Vec<String>>,
+    set_cookie: Option<String>,
+    deception_guard: Option<bool>,
     immutable: Option<Vec<ImmutableRule>>,
 }
 
@@ -868,6 +907,12 @@ impl Config {
                 "120s",
             ),
             max_idle_per_host: raw.origin.max_idle_per_host.unwrap_or(64),
+            breaker_failures: raw.origin.breaker_failures.unwrap_or(5),
+            breaker_cooldown: c.duration(
+                "origin.breaker_cooldown",
+                raw.origin.breaker_cooldown.as_deref(),
+                "10s",
+            ),
         };
         let compression = c.compression(&raw.compression);
 
@@ -952,6 +997,32 @@ impl Config {
                 stale_if_error: c.duration_or_zero(&key("stale_if_error"), s.stale_if_error.as_deref()),
                 client_cache_control,
                 max_variants,
+                query: match (s.query.as_deref(), &s.query_allow) {
+                    (None | Some("allow"), Some(names)) => QueryMode::Allow(names.clone()),
+                    (None | Some("keep"), None) => QueryMode::Keep,
+                    (Some("sort"), None) => QueryMode::Sort,
+                    (Some("drop"), None) => QueryMode::Drop,
+                    (Some("allow"), None) => {
+                        c.fail(&key("query_allow"), "`query = \"allow\"` needs `query_allow = [...]`");
+                        QueryMode::Keep
+                    }
+                    (Some(other), _) => {
+                        c.fail(
+                            &key("query"),
+                            format!("`{other}` is not `keep`, `sort`, `drop` or `allow` (with `query_allow`)"),
+                        );
+                        QueryMode::Keep
+                    }
+                },
+                set_cookie: match s.set_cookie.as_deref() {
+                    None | Some("pass") => SetCookiePolicy::Pass,
+                    Some("strip") => SetCookiePolicy::Strip,
+                    Some(other) => {
+                        c.fail(&key("set_cookie"), format!("`{other}` is not `pass` or `strip`"));
+                        SetCookiePolicy::Pass
+                    }
+                },
+                deception_guard: s.deception_guard.unwrap_or(true),
                 immutable,
             });
         }

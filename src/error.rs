@@ -47,6 +47,9 @@ pub enum OriginFailure {
     /// The response was malformed, reset or cut short.
     #[error("bad response: {0}")]
     Protocol(String),
+    /// The origin's circuit breaker is open after repeated failures.
+    #[error("circuit breaker open after repeated failures")]
+    CircuitOpen,
 }
 
 impl OriginFailure {
@@ -56,6 +59,7 @@ impl OriginFailure {
             OriginFailure::Connect(_) => "origin-connect",
             OriginFailure::Timeout(_) => "origin-timeout",
             OriginFailure::Protocol(_) => "origin-protocol",
+            OriginFailure::CircuitOpen => "origin-circuit-open",
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::http::encoding::Encoding;
 use crate::http::freshness::{self, Storability};
 use crate::origin::forward_headers;
 use crate::respond::derived_etag;
+use crate::config::SetCookiePolicy;
 use crate::server::{AppState, SiteRuntime};
 
 /// What a fill produced.
@@ -111,7 +112,7 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
         return Box::pin(fill(state, site, retry)).await;
     }
 
-    if let Some(reason) = refuse_to_store(&req.client_headers, &response) {
+    if let Some(reason) = refuse_to_store(&site, req.primary.path_and_query(), &req.client_headers, &response) {
         return Ok(Filled::Pass(response, reason));
     }
     let max = state.config.cache.max_object_size;
@@ -139,11 +140,39 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
         ))));
     }
 
+    let origin_headers = head.headers.clone();
+    // The identity body is canonical (DESIGN.md): an origin that encodes anyway is
+    // decoded; one whose body cannot be decoded is passed through uncached.
+    let mut headers = head.headers;
+    let mut decoded = false;
+    let bytes = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(str::to_owned)) {
+        None => bytes,
+        Some(Ok(coding)) if coding.trim().eq_ignore_ascii_case("identity") => bytes,
+        Some(coding) => {
+            let coding = coding.unwrap_or_default();
+            let limit = state.config.cache.max_object_size;
+            match state.compressor.decode(&coding, bytes.clone(), limit).await {
+                Ok(identity) => {
+                    headers.remove(header::CONTENT_ENCODING);
+                    decoded = true;
+                    identity
+                }
+                Err(error) => {
+                    tracing::warn!(key = %req.primary, %error, "cannot decode the origin's body; passing it through uncached");
+                    let mut response = Response::new(Body::from(bytes));
+                    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    *response.headers_mut() = origin_headers;
+                    return Ok(Filled::Pass(response, "undecodable"));
+                }
+            }
+        }
+    };
     let meta = build_meta(
         &req.primary,
         status,
-        head.headers,
+        headers,
         &bytes,
+        decoded,
         request_time,
         response_time,
     );
@@ -156,7 +185,7 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
     {
         let mut response = Response::new(Body::from(bytes));
         *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-        *response.headers_mut() = headers_of(&meta);
+        *response.headers_mut() = origin_headers;
         return Ok(Filled::Pass(response, "no-freshness"));
     }
 
@@ -164,11 +193,83 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
     let key = if names.is_empty() {
         req.primary.clone()
     } else {
+        let key = variant_key(&req.primary, &names, &req.client_headers);
+        if !admit_variant(&state, &site, &req.primary, &key) {
+            let mut response = Response::new(Body::from(bytes));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            *response.headers_mut() = origin_headers;
+            return Ok(Filled::Pass(response, "vary-limit"));
+        }
         state.cache.set_vary(&req.primary, names.clone());
-        variant_key(&req.primary, &names, &req.client_headers)
+        key
     };
-    let entry = state.cache.insert(key, meta, vec![bytes]);
+    let content_type = meta.header("content-type").and_then(|v| std::str::from_utf8(v).ok());
+    let compressible = state.compressor.is_compressible(content_type, bytes.len() as u64);
+    let entry = state.cache.insert(key, meta, vec![bytes.clone()]);
+    if compressible {
+        // Strong compression never holds up a response: variants are made in the
+        // background on the bounded pool and serve later requests once ready.
+        tokio::spawn(add_variants(state.clone(), entry.clone(), bytes));
+    }
     Ok(Filled::Stored(entry, status))
+}
+
+/// Makes the br, zstd and gzip variants of a stored identity body and adds them to the
+/// entry, if it is still the one stored under its key.
+async fn add_variants(state: AppState, filled: Arc<Entry>, identity: Bytes) {
+    let variants = state.compressor.variants(identity.clone()).await;
+    if variants.is_empty() {
+        return;
+    }
+    // The entry may have been revalidated (keep its newer metadata), replaced or
+    // purged (then the variants are dropped) while compression ran.
+    let current = match state.cache.lookup(&filled.key, state.clock.now()).await {
+        crate::cache::Lookup::Fresh(hit) | crate::cache::Lookup::Stale(hit) => hit.entry,
+        crate::cache::Lookup::Miss => return,
+    };
+    let identity_rep = current.meta.identity().clone();
+    if identity_rep.hash != filled.meta.identity().hash || current.meta.reps.len() > 1 {
+        return;
+    }
+    let mut meta = current.meta.clone();
+    let mut bodies = vec![identity];
+    let origin_etag = current.meta.header("etag").and_then(|v| std::str::from_utf8(v).ok());
+    for (encoding, body) in variants {
+        let hash = BlobHash::of(&body);
+        meta.reps.push(Rep {
+            encoding,
+            hash,
+            len: body.len() as u64,
+            etag: variant_etag(origin_etag, encoding, &hash),
+        });
+        bodies.push(body);
+    }
+    state.cache.insert(current.key.clone(), meta, bodies);
+}
+
+/// A representation's own strong ETag (RFC 9110 §8.8.3): the origin's strong ETag with
+/// the coding as a suffix, or one derived from the variant's bytes.
+fn variant_etag(origin: Option<&str>, encoding: Encoding, hash: &BlobHash) -> String {
+    match origin.map(str::trim) {
+        Some(tag) if tag.len() >= 2 && tag.starts_with('"') && tag.ends_with('"') => {
+            format!("\"{}-{}\"", &tag[1..tag.len() - 1], encoding.as_str())
+        }
+        _ => derived_etag(hash),
+    }
+}
+
+/// Whether one more `Vary` variant of `primary` may be stored: at most the site's
+/// `max_variants` distinct variants per URL, so that a header with unbounded values
+/// cannot flood the cache with copies of one resource.
+fn admit_variant(state: &AppState, site: &SiteRuntime, primary: &CacheKey, key: &CacheKey) -> bool {
+    let mut variants = state.variants.lock().expect("variants lock poisoned");
+    let known = variants.entry(primary.clone()).or_default();
+    if known.contains(key) || known.len() < site.config.max_variants {
+        known.insert(key.clone());
+        true
+    } else {
+        false
+    }
 }
 
 /// Updates a stale entry from a 304 (RFC 9111 §4.3.4, §3.2): the 304's fields replace
@@ -231,21 +332,41 @@ pub fn headers_of(meta: &Meta) -> HeaderMap {
 }
 
 /// Why a response must not be stored, checked before its body is read.
-fn refuse_to_store(request: &HeaderMap, response: &Response<Body>) -> Option<&'static str> {
+fn refuse_to_store(
+    site: &SiteRuntime,
+    target: &str,
+    request: &HeaderMap,
+    response: &Response<Body>,
+) -> Option<&'static str> {
     let headers = response.headers();
     match freshness::storable(&Method::GET, request, response.status().as_u16(), headers) {
         Storability::Store => {}
         Storability::DontStore(reason) => return Some(reason),
     }
-    if headers.contains_key(header::SET_COOKIE) {
+    if headers.contains_key(header::SET_COOKIE) && site.config.set_cookie == SetCookiePolicy::Pass {
         return Some("set-cookie");
     }
-    if let Some(coding) = headers.get(header::CONTENT_ENCODING)
-        && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
-    {
-        return Some("encoded");
+    if site.config.deception_guard && contradicts_extension(target, headers) {
+        return Some("content-type-mismatch");
     }
     None
+}
+
+/// Web cache deception: HTML answered for a path whose file name says it is a static
+/// asset (`/account/settings.css` → `text/html`) is a personal page, not the asset.
+fn contradicts_extension(target: &str, headers: &HeaderMap) -> bool {
+    let path = target.split('?').next().unwrap_or(target);
+    let Some(guess) = mime_guess::from_path(path).first() else {
+        return false;
+    };
+    let served = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let html = |t: &str| t == "text/html" || t == "application/xhtml+xml";
+    html(&served) && !html(guess.essence_str())
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -281,7 +402,14 @@ async fn collect(mut body: Body, max: u64, site: &SiteRuntime) -> Result<Collect
 }
 
 /// Header fields held elsewhere in [`Meta`] or recomputed on every response.
-const NOT_STORED: [&str; 4] = ["content-length", "content-encoding", "age", "accept-ranges"];
+const NOT_STORED: [&str; 5] = [
+    "content-length",
+    "content-encoding",
+    "age",
+    "accept-ranges",
+    // Only stored at all under `set_cookie = "strip"`; a cookie is never shared.
+    "set-cookie",
+];
 
 fn stored_fields(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     headers
@@ -296,6 +424,7 @@ fn build_meta(
     status: u16,
     mut headers: HeaderMap,
     body: &Bytes,
+    decoded: bool,
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Meta {
@@ -307,11 +436,20 @@ fn build_meta(
     }
     let hash = BlobHash::of(body);
     let freshness = freshness::analyze(status, &headers, request_time, response_time);
+    // The origin's ETag names the encoded body it sent; a decoded identity body gets
+    // its own. (The origin's ETag stays stored as the validator for revalidation.)
     let etag = headers
         .get(header::ETAG)
         .and_then(|v| v.to_str().ok())
+        .filter(|_| !decoded)
         .map(str::to_owned)
         .unwrap_or_else(|| derived_etag(&hash));
+    if !headers.contains_key(header::CONTENT_TYPE)
+        && let Some(guess) = mime_guess::from_path(key.path_and_query().split('?').next().unwrap_or("")).first()
+        && let Ok(v) = HeaderValue::from_str(guess.essence_str())
+    {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
     let last_modified = headers
         .get(header::LAST_MODIFIED)
         .and_then(|v| crate::http::date::parse(v.as_bytes()))

@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +46,61 @@ pub struct HttpOrigin {
     base: Uri,
     client: Client<HttpsConnector<HttpConnector>, Body>,
     timeouts: Timeouts,
+    breaker: Arc<Breaker>,
+}
+
+/// A circuit breaker per origin: after `threshold` consecutive connect failures or
+/// header timeouts, requests fail fast for `cooldown`, then one probe is let through;
+/// its success closes the breaker. A dead origin then costs clients no timeout each.
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    failures: AtomicU32,
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    /// A closed breaker; `threshold == 0` never opens.
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Breaker {
+            threshold,
+            cooldown,
+            failures: AtomicU32::new(0),
+            open_until: Mutex::new(None),
+        }
+    }
+
+    /// Whether a request may go to the origin now. When the cooldown has passed, the
+    /// caller becomes the probe and the breaker stays open for everyone else.
+    pub fn allow(&self) -> bool {
+        let mut open = self.open_until.lock().expect("breaker lock poisoned");
+        match *open {
+            None => true,
+            Some(until) if Instant::now() >= until => {
+                *open = Some(Instant::now() + self.cooldown);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Records a response head received.
+    pub fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        *self.open_until.lock().expect("breaker lock poisoned") = None;
+    }
+
+    /// Records a connect failure or a header timeout.
+    pub fn failure(&self) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.threshold > 0 && failures >= self.threshold {
+            let mut open = self.open_until.lock().expect("breaker lock poisoned");
+            if open.is_none() {
+                tracing::warn!(failures, cooldown = ?self.cooldown, "origin circuit breaker open");
+            }
+            *open = Some(Instant::now() + self.cooldown);
+        }
+    }
 }
 
 /// A directory origin.
@@ -58,6 +115,8 @@ pub struct DirOrigin {
 struct Timeouts {
     first_byte: Duration,
     body: Duration,
+    breaker_failures: u32,
+    breaker_cooldown: Duration,
 }
 
 /// The connection pool shared by every HTTP origin.
@@ -89,6 +148,8 @@ impl OriginPool {
             timeouts: Timeouts {
                 first_byte: config.first_byte_timeout + config.connect_timeout,
                 body: config.body_timeout,
+                breaker_failures: config.breaker_failures,
+                breaker_cooldown: config.breaker_cooldown,
             },
         }
     }
@@ -101,6 +162,10 @@ impl OriginPool {
                 base: base.clone(),
                 client: self.client.clone(),
                 timeouts: self.timeouts,
+                breaker: Arc::new(Breaker::new(
+                    self.timeouts.breaker_failures,
+                    self.timeouts.breaker_cooldown,
+                )),
             }),
             OriginTarget::Dir(root) => Origin::Dir(DirOrigin {
                 root: root.clone(),
@@ -137,15 +202,23 @@ impl Origin {
                 parts.uri = join(&o.base, &parts.uri)
                     .map_err(|_| self.fail(OriginFailure::Protocol("bad request URI".into())))?;
                 parts.version = http::Version::HTTP_11;
+                if !o.breaker.allow() {
+                    return Err(self.fail(OriginFailure::CircuitOpen));
+                }
                 let sent = o.client.request(Request::from_parts(parts, body));
                 let head = match tokio::time::timeout(o.timeouts.first_byte, sent).await {
-                    Err(_) => return Err(self.fail(OriginFailure::Timeout("waiting for headers"))),
+                    Err(_) => {
+                        o.breaker.failure();
+                        return Err(self.fail(OriginFailure::Timeout("waiting for headers")));
+                    }
                     Ok(Err(e)) if e.is_connect() => {
+                        o.breaker.failure();
                         return Err(self.fail(OriginFailure::Connect(chain(&e))));
                     }
                     Ok(Err(e)) => return Err(self.fail(OriginFailure::Protocol(chain(&e)))),
                     Ok(Ok(head)) => head,
                 };
+                o.breaker.success();
                 let deadline = Instant::now() + o.timeouts.body;
                 head.map(|incoming| Body::new(Deadline::new(incoming, deadline)))
             }

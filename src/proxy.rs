@@ -21,8 +21,9 @@ use crate::config::ClientCacheControl;
 use crate::error::EdgeError;
 use crate::fill::{FillRequest, Filled, fill, variant_key};
 use crate::http::cache_control::CacheControl;
+use crate::http::path::normalise_target;
 use crate::origin::{VIA, forward_headers};
-use crate::respond::{CacheStatus, respond};
+use crate::respond::{CacheStatus, Presentation, respond};
 use crate::server::{AppState, SiteRuntime};
 
 /// The axum handler for every client request.
@@ -43,6 +44,10 @@ pub async fn handle(
     headers
         .entry(header::AGE)
         .or_insert(HeaderValue::from_static("0"));
+    // RFC 9110 §7.6.3: every response that passes through edge names it in Via.
+    if !headers.get_all(header::VIA).iter().any(|v| v.as_bytes() == VIA.as_bytes()) {
+        headers.append(header::VIA, HeaderValue::from_static(VIA));
+    }
     let outcome = headers
         .get("cache-status")
         .and_then(|v| v.to_str().ok())
@@ -120,12 +125,13 @@ async fn serve(
     if let Some(redirect) = crate::tls::https_redirect(state, &site, &host, &request) {
         return Ok(redirect);
     }
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let primary = CacheKey::new(&site.name, &host, path_and_query);
+    // One normalisation for the key and for what the origin is asked: they can never
+    // name different resources.
+    let target = normalise_target(
+        request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        &site.query,
+    );
+    let primary = CacheKey::new(&site.name, &host, &target);
 
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return pass_unsafe(state, &site, &primary, &host, peer, request).await;
@@ -164,6 +170,21 @@ struct Get<'a> {
 const MAX_RESTARTS: usize = 3;
 
 impl Get<'_> {
+    /// Builds the response from a stored entry, presented as this site says.
+    fn respond(&self, entry: &Entry, now: SystemTime, status: CacheStatus) -> Response<Body> {
+        let compressor = &self.state.compressor;
+        let meta = &entry.meta;
+        let content_type = meta.header("content-type").and_then(|v| std::str::from_utf8(v).ok());
+        let path = self.primary.path_and_query();
+        let path = path.split('?').next().unwrap_or(path);
+        let presentation = Presentation {
+            preference: compressor.preference(),
+            compressible: meta.reps.len() > 1 || compressor.is_compressible(content_type, meta.identity().len),
+            cache_control: self.site.immutable.cache_control_for(path),
+        };
+        respond(entry, &self.parts, now, status, &presentation)
+    }
+
     fn honor(&self) -> bool {
         self.site.config.client_cache_control == ClientCacheControl::Honor
     }
@@ -196,7 +217,7 @@ impl Get<'_> {
                 if self.honor() && self.client_wants_revalidation(&hit.entry, now) {
                     return self.forward(&key, Some(hit.entry), "request").await;
                 }
-                Ok(Some(respond(&hit.entry, &self.parts, now, CacheStatus::hit())))
+                Ok(Some(self.respond(&hit.entry, now, CacheStatus::hit())))
             }
             Lookup::Stale(hit) => {
                 let entry = hit.entry;
@@ -205,7 +226,7 @@ impl Get<'_> {
                         detail: Some("max-stale"),
                         ..CacheStatus::hit()
                     };
-                    return Ok(Some(respond(&entry, &self.parts, now, status)));
+                    return Ok(Some(self.respond(&entry, now, status)));
                 }
                 if only_if_cached {
                     return Err(EdgeError::NotCached);
@@ -216,7 +237,7 @@ impl Get<'_> {
                         detail: Some("stale-while-revalidate"),
                         ..CacheStatus::hit()
                     };
-                    return Ok(Some(respond(&entry, &self.parts, now, status)));
+                    return Ok(Some(self.respond(&entry, now, status)));
                 }
                 self.forward(&key, Some(entry), "stale").await
             }
@@ -262,7 +283,7 @@ impl Get<'_> {
                                 fwd_status: Some(entry.meta.status),
                                 ..CacheStatus::forward(reason)
                             };
-                            return Ok(Some(respond(&entry, &self.parts, self.state.clock.now(), status)));
+                            return Ok(Some(self.respond(&entry, self.state.clock.now(), status)));
                         }
                         Some(Outcome::Failed(kind, origin)) => {
                             let error = EdgeError::Origin { origin, kind };
@@ -313,7 +334,7 @@ impl Get<'_> {
                     // A new Vary variant: the request's own variant is what was stored.
                     tracing::debug!(key = %entry.key, "stored a Vary variant");
                 }
-                Ok(respond(&entry, &self.parts, now, status))
+                Ok(self.respond(&entry, now, status))
             }
             Ok(Filled::Revalidated(entry)) => {
                 let status = CacheStatus {
@@ -321,7 +342,7 @@ impl Get<'_> {
                     collapsed,
                     ..CacheStatus::forward(reason)
                 };
-                Ok(respond(&entry, &self.parts, now, status))
+                Ok(self.respond(&entry, now, status))
             }
             Ok(Filled::Pass(response, _)) if is_server_error(response.status().as_u16()) && usable_stale.is_some() => {
                 let entry = usable_stale.expect("checked above");
@@ -330,7 +351,7 @@ impl Get<'_> {
                     detail: Some("stale-if-error"),
                     ..CacheStatus::forward("stale")
                 };
-                Ok(respond(entry, &self.parts, now, status))
+                Ok(self.respond(entry, now, status))
             }
             Ok(Filled::Pass(mut response, detail)) => {
                 let status = CacheStatus {
@@ -349,7 +370,7 @@ impl Get<'_> {
                     detail: Some("stale-if-error"),
                     ..CacheStatus::forward("stale")
                 };
-                Ok(respond(entry, &self.parts, now, status))
+                Ok(self.respond(entry, now, status))
             }
             Err(error) => Err(error),
         }
@@ -485,7 +506,10 @@ async fn pass_unsafe(
     let body = Body::new(http_body_util::Limited::new(body, max as usize));
     let mut forward = Request::new(body);
     *forward.method_mut() = parts.method.clone();
-    *forward.uri_mut() = path_only(&parts.uri);
+    *forward.uri_mut() = primary
+        .path_and_query()
+        .parse()
+        .map_err(|_| EdgeError::BadRequest("invalid request target"))?;
     let proto = crate::tls::Scheme::of(&parts.extensions).as_str();
     *forward.headers_mut() = forward_headers(&parts.headers, Some(peer.ip()), proto);
     let mut response = match site.origin.send(forward).await {
@@ -503,6 +527,7 @@ async fn pass_unsafe(
         invalidate(state, primary);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             if let Some(target) = response.headers().get(&name).and_then(|v| same_host_target(v, host)) {
+                let target = normalise_target(&target, &site.query);
                 invalidate(state, &CacheKey::new(&site.name, host, &target));
             }
         }
@@ -536,15 +561,6 @@ fn same_host_target(value: &HeaderValue, host: &str) -> Option<String> {
     path.starts_with('/').then(|| path.to_owned())
 }
 
-fn path_only(uri: &http::Uri) -> http::Uri {
-    uri.path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"))
-}
-
 fn decorate_pass(headers: &mut HeaderMap, status: CacheStatus) {
-    headers.append(header::VIA, HeaderValue::from_static(VIA));
     headers.insert("cache-status", status.to_header());
 }

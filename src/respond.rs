@@ -103,12 +103,25 @@ const EDGE_ONLY: [&str; 4] = [
     "cache-tag",
 ];
 
+/// How a site presents stored entries to clients.
+#[derive(Debug, Clone, Default)]
+pub struct Presentation<'a> {
+    /// The server's encoding preference, identity last (`[compression] preference`).
+    pub preference: &'a [Encoding],
+    /// Whether the object is compressible: its responses carry
+    /// `Vary: Accept-Encoding` even before its variants are ready.
+    pub compressible: bool,
+    /// The `Cache-Control` sent to clients instead of the origin's (immutable rules).
+    pub cache_control: Option<&'a str>,
+}
+
 /// Builds the response to `request` from `entry` at `now`.
 pub fn respond(
     entry: &Entry,
     request: &request::Parts,
     now: SystemTime,
     mut status: CacheStatus,
+    presentation: &Presentation<'_>,
 ) -> Response<Body> {
     let meta = &entry.meta;
     let response_at = meta.response_at();
@@ -117,7 +130,18 @@ pub fn respond(
     }
     let age = meta.freshness.current_age(response_at, now);
 
-    let available: Vec<Encoding> = meta.reps.iter().map(|r| r.encoding).collect();
+    // Negotiation breaks ties by this order: the server's preference, identity last.
+    let mut available: Vec<Encoding> = presentation
+        .preference
+        .iter()
+        .copied()
+        .filter(|e| meta.reps.iter().any(|r| r.encoding == *e))
+        .collect();
+    for rep in &meta.reps {
+        if !available.contains(&rep.encoding) {
+            available.push(rep.encoding);
+        }
+    }
     let accept = request
         .headers
         .get(header::ACCEPT_ENCODING)
@@ -142,8 +166,13 @@ pub fn respond(
             HeaderValue::from_static(rep.encoding.as_str()),
         );
     }
-    if meta.reps.len() > 1 {
+    // RFC 9110 §12.5.5: every response of an object that has (or will have) encoded
+    // representations says the choice depends on Accept-Encoding.
+    if (presentation.compressible || meta.reps.len() > 1) && !varies_on_encoding(&headers) {
         headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if let Some(cc) = presentation.cache_control.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(header::CACHE_CONTROL, cc);
     }
     headers.insert(header::AGE, HeaderValue::from(age));
     headers.insert("cache-status", status.to_header());
@@ -213,6 +242,15 @@ pub fn respond(
 /// streamed from its blob file, verified as it is read (a blob that fails verification
 /// ends the body with an error, so the response is never complete as if it were whole).
 /// Nothing is read until the body is polled, so HEAD costs no disk reads.
+fn varies_on_encoding(headers: &HeaderMap) -> bool {
+    headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|n| n.trim().eq_ignore_ascii_case("accept-encoding"))
+        })
+    })
+}
+
 fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> Body {
     match stored {
         Stored::Memory(bytes) => match segments.as_slice() {

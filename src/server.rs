@@ -12,8 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cache::Cache;
+use crate::cache::key::CacheKey;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, ConfigErrors, HostPattern, Site};
+use crate::config::{Config, ConfigError, ConfigErrors, HostPattern, QueryMode, Site};
+use crate::http::immutable::ImmutableRules;
+use crate::http::path::QueryPolicy;
 use crate::error::{EdgeError, OriginFailure};
 use crate::origin::{Origin, OriginPool};
 use crate::tls::{CertWatcher, SiteCert};
@@ -31,6 +34,10 @@ pub struct SiteRuntime {
     pub config: Arc<Site>,
     /// Its certificate, for TLS clients that name one of its hosts.
     pub tls: Option<Arc<SiteCert>>,
+    /// How its query strings enter keys and forwarded requests.
+    pub query: QueryPolicy,
+    /// The `Cache-Control` its stored responses are sent to clients with, by path.
+    pub immutable: Arc<ImmutableRules>,
 }
 
 impl SiteRuntime {
@@ -83,6 +90,17 @@ impl Sites {
                 origin: pool.origin(&s.origin, s.dir_cache_control.as_deref()),
                 config: Arc::new(s.clone()),
                 tls,
+                query: match &s.query {
+                    QueryMode::Keep => QueryPolicy::Keep,
+                    QueryMode::Sort => QueryPolicy::Sort,
+                    QueryMode::Drop => QueryPolicy::Drop,
+                    QueryMode::Allow(names) => QueryPolicy::Allow(names.clone()),
+                },
+                // Validated with the config, so compiling cannot fail here.
+                immutable: Arc::new(
+                    ImmutableRules::new(s.immutable.iter().map(|r| (&r.pattern, &r.cache_control)))
+                        .unwrap_or_default(),
+                ),
             })
             .collect();
         Sites { sites }
@@ -133,6 +151,10 @@ pub struct AppState {
     pub clock: Clock,
     /// Counters and histograms for `/metrics` and `/stats`.
     pub metrics: crate::metrics::Metrics,
+    /// Fill-time compression and decoding.
+    pub compressor: crate::compress::Compressor,
+    /// The `Vary` variants stored per URL, to enforce `max_variants`.
+    pub variants: Arc<std::sync::Mutex<std::collections::HashMap<CacheKey, std::collections::HashSet<CacheKey>>>>,
     sites: Arc<RwLock<Arc<Sites>>>,
     live: Arc<Live>,
 }
@@ -155,11 +177,14 @@ impl AppState {
         });
         let cache = Cache::open(&config.cache);
         let metrics = crate::metrics::Metrics::new(&cache);
+        let compressor = crate::compress::Compressor::new(&config.compression);
         AppState {
+            compressor,
             config,
             cache,
             clock: Clock::new(),
             metrics,
+            variants: Default::default(),
             sites: Arc::new(RwLock::new(Arc::new(sites))),
             live,
         }

@@ -168,3 +168,77 @@ async fn url_rewriting_headers_never_reach_the_origin() {
         assert_eq!(seen.header(name), None, "{name}");
     }
 }
+
+#[tokio::test]
+async fn dot_segments_and_encoding_tricks_name_one_entry_and_one_origin_path() {
+    let origin = TestOrigin::start().await;
+    origin.route("/static/app.js", Route::ok("app"));
+    let edge = edge_with_limits(&origin, "").await;
+    edge.get("/static/app.js").await;
+    for tricky in ["/static/./app.js", "/x/../static/app.js", "/static/%61pp.js", "/static/%2e/app.js"] {
+        let r = edge.get(tricky).await;
+        assert!(cache_status(&r).contains("hit"), "{tricky}: {}", cache_status(&r));
+        assert_eq!(r.text().await.unwrap(), "app");
+    }
+    assert_eq!(origin.hits(), 1);
+    assert!(origin.seen().iter().all(|s| s.target == "/static/app.js"));
+}
+
+#[tokio::test]
+async fn query_policies_shape_the_key_and_the_forwarded_target() {
+    let origin = TestOrigin::start().await;
+    origin.route("/q?a=1&b=2", Route::ok("sorted"));
+    origin.route("/d", Route::ok("dropped"));
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[site]]\nname = \"s\"\nhosts = [\"sort.test\"]\norigin = \"{0}\"\nquery = \"sort\"\n[[site]]\nname = \"d\"\nhosts = [\"drop.test\"]\norigin = \"{0}\"\nquery = \"drop\"\n",
+        origin.url()
+    );
+    let edge = TestEdge::start_toml(&toml, dir).await;
+    let get = |host: &'static str, path: &'static str| {
+        edge.client.get(edge.url(path)).header("host", host).send()
+    };
+    assert_eq!(get("sort.test", "/q?b=2&a=1").await.unwrap().text().await.unwrap(), "sorted");
+    assert!(cache_status(&get("sort.test", "/q?a=1&b=2").await.unwrap()).contains("hit"));
+    assert_eq!(get("drop.test", "/d?utm=1").await.unwrap().text().await.unwrap(), "dropped");
+    assert!(cache_status(&get("drop.test", "/d?utm=2").await.unwrap()).contains("hit"));
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn responses_setting_cookies_are_not_stored_by_default() {
+    let origin = TestOrigin::start().await;
+    origin.route("/c", Route::ok("c").header("set-cookie", "session=abc"));
+    let edge = edge_with_limits(&origin, "").await;
+    for _ in 0..2 {
+        let r = edge.get("/c").await;
+        assert_eq!(r.headers()["set-cookie"], "session=abc");
+        assert!(cache_status(&r).contains("detail=set-cookie"));
+    }
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn set_cookie_strip_stores_without_the_cookie() {
+    let origin = TestOrigin::start().await;
+    origin.route("/c", Route::ok("c").header("set-cookie", "session=abc"));
+    let edge = TestEdge::start_site(&origin, "set_cookie = \"strip\"").await;
+    edge.get("/c").await;
+    let r = edge.get("/c").await;
+    assert!(cache_status(&r).contains("hit"));
+    assert!(!r.headers().contains_key("set-cookie"));
+}
+
+#[tokio::test]
+async fn html_answered_for_a_static_extension_is_not_stored() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/account/settings.css",
+        Route::ok("<html>Hello, Alice</html>").header("content-type", "text/html; charset=utf-8"),
+    );
+    let edge = edge_with_limits(&origin, "").await;
+    edge.get("/account/settings.css").await;
+    let r = edge.get("/account/settings.css").await;
+    assert!(cache_status(&r).contains("detail=content-type-mismatch"), "{}", cache_status(&r));
+    assert_eq!(origin.hits(), 2);
+}

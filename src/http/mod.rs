@@ -13,6 +13,7 @@
 //! - [`range`]: `Range` and `If-Range` → a [`RangeOutcome`].
 //! - [`encoding`]: `Accept-Encoding` → the [`Encoding`] to serve.
 //! - [`immutable`]: path → the `Cache-Control` sent to clients (fingerprinted assets).
+//! - [`path`]: request-target normalisation for keys and forwarding.
 //! - [`date`]: HTTP-date parsing and formatting.
 
 pub mod cache_control;
@@ -21,6 +22,7 @@ pub mod date;
 pub mod encoding;
 pub mod freshness;
 pub mod immutable;
+pub mod path;
 pub mod range;
 
 pub use cache_control::CacheControl;

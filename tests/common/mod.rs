@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, AsyncBufReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How a route misbehaves.
@@ -123,7 +123,9 @@ impl TestOrigin {
         let accept_state = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
                 let state = accept_state.clone();
                 tokio::spawn(async move {
                     let _ = serve_connection(stream, state).await;
@@ -135,7 +137,11 @@ impl TestOrigin {
 
     /// Sets what `path` (with query) answers.
     pub fn route(&self, path: &str, route: Route) {
-        self.state.routes.lock().unwrap().insert(path.to_owned(), route);
+        self.state
+            .routes
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), route);
     }
 
     /// Requests received so far.
@@ -181,7 +187,12 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
                 headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
         }
-        let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
         let mut body = Vec::new();
         if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.resize(len, 0);
@@ -190,7 +201,8 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             loop {
                 let mut size = String::new();
                 reader.read_line(&mut size).await?;
-                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
                 let mut chunk = vec![0; n + 2];
                 reader.read_exact(&mut chunk).await?;
                 if n == 0 {
@@ -223,7 +235,9 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         };
         let not_modified = route.status == 200
             && match (get("if-none-match"), route_header("etag")) {
-                (Some(inm), Some(etag)) => inm.split(',').any(|t| t.trim().trim_start_matches("W/") == etag.trim_start_matches("W/")),
+                (Some(inm), Some(etag)) => inm
+                    .split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == etag.trim_start_matches("W/")),
                 (None, _) => matches!(
                     (get("if-modified-since"), route_header("last-modified")),
                     (Some(ims), Some(lm)) if ims == lm
@@ -231,7 +245,10 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
                 _ => false,
             };
         let route = if not_modified {
-            Route { status: 304, ..route }
+            Route {
+                status: 304,
+                ..route
+            }
         } else {
             route
         };
@@ -240,7 +257,9 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             tokio::time::sleep(d).await;
         }
         if route.misbehaviour == Misbehaviour::Garbage {
-            stream.write_all(b"HTCPCP/1.0 418 I'm a teapot\r\n\r\n").await?;
+            stream
+                .write_all(b"HTCPCP/1.0 418 I'm a teapot\r\n\r\n")
+                .await?;
             stream.shutdown().await?;
             return Ok(());
         }
@@ -254,14 +273,19 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
                 head.push_str("transfer-encoding: chunked\r\n\r\n");
                 stream.write_all(head.as_bytes()).await?;
                 let half = &route.body[..route.body.len() / 2];
-                stream.write_all(format!("{:x}\r\n", half.len()).as_bytes()).await?;
+                stream
+                    .write_all(format!("{:x}\r\n", half.len()).as_bytes())
+                    .await?;
                 stream.write_all(half).await?;
                 stream.write_all(b"\r\n").await?;
                 stream.flush().await?;
                 return Ok(());
             }
             Misbehaviour::WrongLength => {
-                head.push_str(&format!("content-length: {}\r\n\r\n", route.body.len() + 100));
+                head.push_str(&format!(
+                    "content-length: {}\r\n\r\n",
+                    route.body.len() + 100
+                ));
                 stream.write_all(head.as_bytes()).await?;
                 stream.write_all(&route.body).await?;
                 stream.flush().await?;
@@ -270,9 +294,14 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             Misbehaviour::ResetMidBody => {
                 head.push_str(&format!("content-length: {}\r\n\r\n", route.body.len()));
                 stream.write_all(head.as_bytes()).await?;
-                stream.write_all(&route.body[..route.body.len() / 2]).await?;
+                stream
+                    .write_all(&route.body[..route.body.len() / 2])
+                    .await?;
                 stream.flush().await?;
                 // SO_LINGER 0 turns the close into a reset.
+                // Deprecated because it blocks on drop; a zero linger does not block, and
+                // it is the one way to make the close a reset.
+                #[allow(deprecated)]
                 let _ = stream.set_linger(Some(Duration::ZERO));
                 return Ok(());
             }
@@ -381,7 +410,11 @@ impl TestEdge {
             .pool_max_idle_per_host(200)
             .build()
             .unwrap();
-        TestEdge { running, client, dir }
+        TestEdge {
+            running,
+            client,
+            dir,
+        }
     }
 
     /// `http://127.0.0.1:PORT{path}`.

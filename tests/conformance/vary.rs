@@ -42,3 +42,18 @@ async fn vary_accept_encoding_is_not_a_secondary_key() {
     let r = edge.get_with("/ae", &[("accept-encoding", "br")]).await;
     assert!(cache_status(&r).contains("hit"));
 }
+
+/// A header with unbounded values cannot flood the cache: past `max_variants`, new
+/// variants are served from the origin without being stored.
+#[tokio::test]
+async fn variants_per_url_are_capped() {
+    let origin = TestOrigin::start().await;
+    origin.route("/cap", Route::ok("x").header("vary", "x-token"));
+    let edge = TestEdge::start_site(&origin, "max_variants = 2").await;
+    for token in ["a", "b", "c"] {
+        edge.get_with("/cap", &[("x-token", token)]).await;
+    }
+    let c = edge.get_with("/cap", &[("x-token", "c")]).await;
+    assert!(cache_status(&c).contains("detail=vary-limit"), "{}", cache_status(&c));
+    assert!(cache_status(&edge.get_with("/cap", &[("x-token", "a")]).await).contains("hit"));
+}

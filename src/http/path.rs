@@ -1,0 +1,204 @@
+//! Request-target normalisation (RFC 3986 §6.2.2): the same function makes the cache
+//! key and the target forwarded to the origin, so that the two can never disagree
+//! about which resource a request names (path-confusion cache poisoning).
+//!
+//! - Percent-encoding case is upper-cased (`%2f` → `%2F`, §6.2.2.1).
+//! - Percent-encoded unreserved characters are decoded (`%7E` → `~`, §6.2.2.2).
+//! - Dot segments are removed (§5.2.4, §6.2.2.3), after decoding, so `%2E%2E/` climbs
+//!   like `../` does; a path never climbs above `/`.
+//! - Encoded reserved characters (`%2F`, `%3F`, …) stay encoded: they are data.
+//!
+//! The query is then kept, sorted, dropped, or filtered to an allow-list, per site.
+
+use std::fmt::Write as _;
+
+/// What a site does with query strings, for the key and the forwarded request alike.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum QueryPolicy {
+    /// Keep the query as sent (percent-encoding case normalised).
+    #[default]
+    Keep,
+    /// Sort parameters by name, then value, so `?b=1&a=2` and `?a=2&b=1` are one entry.
+    Sort,
+    /// Drop the query entirely.
+    Drop,
+    /// Keep only these parameter names (sorted), drop the rest.
+    Allow(Vec<String>),
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalises percent-encoding in one component: upper-case hex digits, decode
+/// unreserved characters. A `%` not followed by two hex digits is encoded as `%25`.
+fn normalise_percent(input: &str) -> String {
+    let bytes = input.as_bytes();
+    let mut out = String::with_capacity(input.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            match (bytes.get(i + 1).and_then(|&h| hex(h)), bytes.get(i + 2).and_then(|&l| hex(l))) {
+                (Some(h), Some(l)) => {
+                    let decoded = h * 16 + l;
+                    if is_unreserved(decoded) {
+                        out.push(decoded as char);
+                    } else {
+                        let _ = write!(out, "%{decoded:02X}");
+                    }
+                    i += 3;
+                    continue;
+                }
+                _ => {
+                    out.push_str("%25");
+                    i += 1;
+                    continue;
+                }
+            }
+        }
+        if b.is_ascii() {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Removes `.` and `..` segments (RFC 3986 §5.2.4). The result always starts with `/`.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let trailing = path.ends_with("/.") || path.ends_with("/..") || path == "." || path == "..";
+    for segment in path.split('/').skip(usize::from(path.starts_with('/'))) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Normalises a path (without query).
+pub fn normalise_path(path: &str) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    remove_dot_segments(&normalise_percent(path))
+}
+
+/// Normalises a query string (without `?`) under `policy`; `None` when nothing is left.
+pub fn normalise_query(query: &str, policy: &QueryPolicy) -> Option<String> {
+    let params = || {
+        query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(normalise_percent)
+    };
+    let joined = match policy {
+        QueryPolicy::Drop => return None,
+        QueryPolicy::Keep => normalise_percent(query),
+        QueryPolicy::Sort => {
+            let mut all: Vec<String> = params().collect();
+            all.sort();
+            all.join("&")
+        }
+        QueryPolicy::Allow(names) => {
+            let mut kept: Vec<String> = params()
+                .filter(|p| {
+                    let name = p.split('=').next().unwrap_or("");
+                    names.iter().any(|n| n == name)
+                })
+                .collect();
+            kept.sort();
+            kept.join("&")
+        }
+    };
+    (!joined.is_empty()).then_some(joined)
+}
+
+/// Normalises a whole `path?query` request target.
+pub fn normalise_target(path_and_query: &str, policy: &QueryPolicy) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut out = normalise_path(path);
+    if let Some(q) = query.and_then(|q| normalise_query(q, policy)) {
+        out.push('?');
+        out.push_str(&q);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn dot_segments_are_removed_and_never_climb_above_root() {
+        assert_eq!(normalise_path("/a/b/../c/./d"), "/a/c/d");
+        assert_eq!(normalise_path("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(normalise_path("/a/.."), "/");
+        assert_eq!(normalise_path("/a/b/.."), "/a/");
+        assert_eq!(normalise_path(""), "/");
+    }
+
+    #[test]
+    fn encoded_dots_climb_like_plain_ones() {
+        assert_eq!(normalise_path("/static/%2e%2E/account"), "/account");
+    }
+
+    #[test]
+    fn percent_case_and_unreserved_are_normalised() {
+        assert_eq!(normalise_path("/%7euser/%41%2f"), "/~user/A%2F");
+        assert_eq!(normalise_path("/a%zz"), "/a%25zz");
+    }
+
+    #[test]
+    fn query_policies() {
+        assert_eq!(normalise_target("/p?b=2&a=1", &QueryPolicy::Keep), "/p?b=2&a=1");
+        assert_eq!(normalise_target("/p?b=2&a=1", &QueryPolicy::Sort), "/p?a=1&b=2");
+        assert_eq!(normalise_target("/p?b=2&a=1", &QueryPolicy::Drop), "/p");
+        let allow = QueryPolicy::Allow(vec!["v".into()]);
+        assert_eq!(normalise_target("/p?utm=x&v=3", &allow), "/p?v=3");
+        assert_eq!(normalise_target("/p?utm=x", &allow), "/p");
+    }
+
+    proptest! {
+        #[test]
+        fn normalisation_never_panics_and_is_idempotent(target in "[ -~]{0,80}") {
+            for policy in [QueryPolicy::Keep, QueryPolicy::Sort, QueryPolicy::Drop] {
+                let once = normalise_target(&target, &policy);
+                prop_assert!(once.starts_with('/'));
+                prop_assert_eq!(normalise_target(&once, &policy), once.clone());
+            }
+        }
+
+        #[test]
+        fn normalised_paths_have_no_dot_segments(path in "(/(\\.|\\.\\.|%2[eE]|[a-z]{1,3})){0,8}") {
+            let out = normalise_path(&path);
+            prop_assert!(!out.split('/').any(|s| s == "." || s == ".."), "{}", out);
+        }
+    }
+}
