@@ -64,7 +64,10 @@ pub enum Indexed {
 
 /// Creates any missing table, so that read transactions never meet a missing one.
 pub fn create_tables(db: &Database) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    // Like every commit of the writer: a crash before the next commit must not leave
+    // the index needing a full repair (a walk of the whole file) at the next start.
+    txn.set_quick_repair(true);
     {
         txn.open_table(ENTRIES)?;
         txn.open_table(BLOBS)?;
