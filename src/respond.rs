@@ -238,10 +238,7 @@ pub fn respond(
     response
 }
 
-/// The response body made of `segments` of a stored body: sliced from memory, or
-/// streamed from its blob file, verified as it is read (a blob that fails verification
-/// ends the body with an error, so the response is never complete as if it were whole).
-/// Nothing is read until the body is polled, so HEAD costs no disk reads.
+/// Whether the stored fields already say the response varies on `Accept-Encoding`.
 fn varies_on_encoding(headers: &HeaderMap) -> bool {
     headers.get_all(header::VARY).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
@@ -251,6 +248,10 @@ fn varies_on_encoding(headers: &HeaderMap) -> bool {
     })
 }
 
+/// The response body made of `segments` of a stored body: sliced from memory, or
+/// streamed from its blob file, verified as it is read (a blob that fails verification
+/// ends the body with an error, so the response is never complete as if it were whole).
+/// Nothing is read until the body is polled, so HEAD costs no disk reads.
 fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> Body {
     match stored {
         Stored::Memory(bytes) => match segments.as_slice() {
