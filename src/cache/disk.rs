@@ -13,16 +13,16 @@
 
 pub(super) mod blob;
 pub(super) mod index;
+mod overlay;
 mod stream;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redb::Database;
 
@@ -33,6 +33,7 @@ use crate::config::CacheConfig;
 
 use self::blob::{Fault, Layout};
 use self::index::Indexed;
+use self::overlay::{Overlay, Pending};
 pub use self::stream::DiskBody;
 use self::writer::{Discard, Op};
 
@@ -51,21 +52,6 @@ pub struct Opened {
 pub struct DiskTier {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
-}
-
-/// A change queued but not yet committed, as lookups must see it.
-enum Pending {
-    /// The key's newest entry (bodies in memory, or open blob files for metadata-only
-    /// updates).
-    Stored(Arc<Entry>),
-    /// The key is gone.
-    Removed,
-}
-
-#[derive(Default)]
-struct Overlay {
-    keys: HashMap<CacheKey, (u64, Pending)>,
-    prefixes: Vec<(u64, String)>,
 }
 
 /// State shared by the handle, the writer thread, blocking reads and disk bodies.
@@ -105,7 +91,7 @@ impl DiskTier {
             }
             Err(e) => tracing::warn!(target: "edge::disk", error = %e, "could not clear tmp/"),
         }
-        let db = open_index(&layout.index())?;
+        let db = index::open(&layout.index())?;
         let (counters, entries) =
             index::load_counters(&db).map_err(|e| format!("reading the index: {e}"))?;
         let vary = index::load_vary(&db).map_err(|e| format!("reading the index: {e}"))?;
@@ -164,7 +150,7 @@ impl DiskTier {
         if self.shared.failed.load(Ordering::Relaxed) {
             return None;
         }
-        match self.shared.pending(key) {
+        match self.shared.overlay().get(key) {
             Some(Pending::Stored(entry)) => {
                 return (entry.meta.generation >= generation).then_some(entry);
             }
@@ -206,7 +192,9 @@ impl DiskTier {
         }
         let seq = shared.next_seq();
         let key = entry.key.clone();
-        shared.set_pending(&key, seq, Pending::Stored(entry.clone()));
+        shared
+            .overlay()
+            .set(&key, seq, Pending::Stored(entry.clone()));
         shared.send(Op::Store {
             seq,
             entry,
@@ -219,7 +207,8 @@ impl DiskTier {
     pub fn update_meta(&self, entry: Arc<Entry>) {
         let seq = self.shared.next_seq();
         self.shared
-            .set_pending(&entry.key, seq, Pending::Stored(entry.clone()));
+            .overlay()
+            .set(&entry.key, seq, Pending::Stored(entry.clone()));
         self.shared.send(Op::Meta { seq, entry });
     }
 
@@ -227,7 +216,7 @@ impl DiskTier {
     pub fn remove(&self, key: &CacheKey) -> bool {
         let seq = self.shared.next_seq();
         let queued = matches!(
-            self.shared.set_pending(key, seq, Pending::Removed),
+            self.shared.overlay().set(key, seq, Pending::Removed),
             Some(Pending::Stored(_))
         );
         self.shared.send(Op::Remove {
@@ -244,20 +233,7 @@ impl DiskTier {
     /// Removes every key starting with `prefix`; returns those stored or queued.
     pub fn remove_prefix(&self, prefix: &str) -> HashSet<String> {
         let seq = self.shared.next_seq();
-        let mut removed = HashSet::new();
-        {
-            let mut overlay = self.shared.overlay.lock().expect("overlay poisoned");
-            overlay.keys.retain(|k, (_, p)| {
-                if !k.as_str().starts_with(prefix) {
-                    return true;
-                }
-                if matches!(p, Pending::Stored(_)) {
-                    removed.insert(k.as_str().to_owned());
-                }
-                false
-            });
-            overlay.prefixes.push((seq, prefix.to_owned()));
-        }
+        let mut removed = self.shared.overlay().remove_prefix(prefix, seq);
         self.shared.send(Op::RemovePrefix {
             seq,
             prefix: prefix.to_owned(),
@@ -366,44 +342,22 @@ impl Shared {
         }
     }
 
-    fn set_pending(&self, key: &CacheKey, seq: u64, pending: Pending) -> Option<Pending> {
-        let mut overlay = self.overlay.lock().expect("overlay poisoned");
-        overlay
-            .keys
-            .insert(key.clone(), (seq, pending))
-            .map(|(_, p)| p)
-    }
-
-    /// The queued change that decides `key`, if any.
-    fn pending(&self, key: &CacheKey) -> Option<Pending> {
-        let overlay = self.overlay.lock().expect("overlay poisoned");
-        if let Some((_, p)) = overlay.keys.get(key) {
-            return Some(match p {
-                Pending::Stored(e) => Pending::Stored(e.clone()),
-                Pending::Removed => Pending::Removed,
-            });
-        }
-        overlay
-            .prefixes
-            .iter()
-            .any(|(_, p)| key.as_str().starts_with(p.as_str()))
-            .then_some(Pending::Removed)
+    fn overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        self.overlay.lock().expect("overlay poisoned")
     }
 
     /// Forgets the overlay records of committed (or failed) operations.
     fn settle(&self, ops: &[Op]) {
-        let mut overlay = self.overlay.lock().expect("overlay poisoned");
+        let mut overlay = self.overlay();
         for op in ops {
             match op {
                 Op::Store { seq, entry, bytes } => {
                     self.queued_bytes.fetch_sub(*bytes, Ordering::AcqRel);
-                    forget(&mut overlay, &entry.key, *seq);
+                    overlay.forget(&entry.key, *seq);
                 }
-                Op::Meta { seq, entry } => forget(&mut overlay, &entry.key, *seq),
-                Op::Remove { seq, key } | Op::Discard { seq, key, .. } => {
-                    forget(&mut overlay, key, *seq)
-                }
-                Op::RemovePrefix { seq, .. } => overlay.prefixes.retain(|(s, _)| s != seq),
+                Op::Meta { seq, entry } => overlay.forget(&entry.key, *seq),
+                Op::Remove { seq, key } | Op::Discard { seq, key, .. } => overlay.forget(key, *seq),
+                Op::RemovePrefix { seq, .. } => overlay.forget_prefix(*seq),
                 Op::Generation(_) | Op::SetVary(..) | Op::RemoveVary(_) | Op::Flush(_) => {}
             }
         }
@@ -499,13 +453,7 @@ impl Shared {
     /// Hides `key` from lookups and queues its conditional removal.
     fn discard(&self, key: &CacheKey, why: Discard) {
         let seq = self.next_seq();
-        {
-            let mut overlay = self.overlay.lock().expect("overlay poisoned");
-            // A newer queued store of the key stays visible.
-            if !matches!(overlay.keys.get(key), Some((_, Pending::Stored(_)))) {
-                overlay.keys.insert(key.clone(), (seq, Pending::Removed));
-            }
-        }
+        self.overlay().hide(key, seq);
         self.send(Op::Discard {
             seq,
             key: key.clone(),
@@ -541,65 +489,5 @@ impl Shared {
                 "not storing on disk (further skips are counted, not logged, for 10s)"
             );
         }
-    }
-}
-
-fn forget(overlay: &mut Overlay, key: &CacheKey, seq: u64) {
-    if overlay.keys.get(key).is_some_and(|(s, _)| *s == seq) {
-        overlay.keys.remove(key);
-    }
-}
-
-/// Opens the index, waiting briefly for a previous instance in this process to close it,
-/// and moving an unreadable one aside so that a bad file never stops edge from starting.
-fn open_index(path: &Path) -> Result<Database, String> {
-    let open = |path: &Path| {
-        std::panic::catch_unwind(|| {
-            let mut builder = Database::builder();
-            builder.set_cache_size(64 << 20);
-            builder.create(path)
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let failure = loop {
-        match open(path) {
-            Ok(Ok(db)) => match index::create_tables(&db) {
-                Ok(()) => return Ok(db),
-                Err(e) => break e.to_string(),
-            },
-            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
-                return Err(format!(
-                    "{} is in use by another edge process",
-                    path.display()
-                ));
-            }
-            Ok(Err(e)) => break e.to_string(),
-            Err(_) => break "the index reader panicked".to_owned(),
-        }
-    };
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let aside = path.with_extension(format!("redb.corrupt-{secs}"));
-    tracing::error!(
-        target: "edge::disk",
-        index = %path.display(),
-        moved_to = %aside.display(),
-        error = %failure,
-        "disk index unreadable: moved aside, starting with an empty disk tier"
-    );
-    std::fs::rename(path, &aside).map_err(|e| format!("moving {} aside: {e}", path.display()))?;
-    match open(path) {
-        Ok(Ok(db)) => index::create_tables(&db)
-            .map(|()| db)
-            .map_err(|e| e.to_string()),
-        Ok(Err(e)) => Err(format!("creating {}: {e}", path.display())),
-        Err(_) => Err(format!(
-            "creating {}: the index writer panicked",
-            path.display()
-        )),
     }
 }

@@ -3,6 +3,10 @@
 //! (sequence → key and key → sequence), the persisted `Vary` specs, and a few counters
 //! (purge-all generation, next sequence, blob bytes). Every change goes through one
 //! [`IndexWriter`] per write transaction, so the counters always match the tables.
+//! [`open`] never lets a damaged file stop edge from starting.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
     Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, Table,
@@ -60,6 +64,58 @@ pub enum Indexed {
     Entry(Meta),
     /// A row whose metadata does not decode (written by another version, or damaged).
     Undecodable,
+}
+
+/// Opens the index, waiting briefly for a previous instance in this process to close it,
+/// and moving an unreadable one aside so that a bad file never stops edge from starting.
+pub fn open(path: &Path) -> Result<Database, String> {
+    let open = |path: &Path| {
+        std::panic::catch_unwind(|| {
+            let mut builder = Database::builder();
+            builder.set_cache_size(64 << 20);
+            builder.create(path)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let failure = loop {
+        match open(path) {
+            Ok(Ok(db)) => match create_tables(&db) {
+                Ok(()) => return Ok(db),
+                Err(e) => break e.to_string(),
+            },
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(format!(
+                    "{} is in use by another edge process",
+                    path.display()
+                ));
+            }
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => break "the index reader panicked".to_owned(),
+        }
+    };
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = path.with_extension(format!("redb.corrupt-{secs}"));
+    tracing::error!(
+        target: "edge::disk",
+        index = %path.display(),
+        moved_to = %aside.display(),
+        error = %failure,
+        "disk index unreadable: moved aside, starting with an empty disk tier"
+    );
+    std::fs::rename(path, &aside).map_err(|e| format!("moving {} aside: {e}", path.display()))?;
+    match open(path) {
+        Ok(Ok(db)) => create_tables(&db).map(|()| db).map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("creating {}: {e}", path.display())),
+        Err(_) => Err(format!(
+            "creating {}: the index writer panicked",
+            path.display()
+        )),
+    }
 }
 
 /// Creates any missing table, so that read transactions never meet a missing one.
