@@ -46,6 +46,8 @@ pub struct FillRequest {
     pub peer: SocketAddr,
     /// A stored entry to revalidate instead of fetching afresh.
     pub stale: Option<Arc<Entry>>,
+    /// `http` or `https`: how the client that started the fill reached edge.
+    pub proto: &'static str,
 }
 
 /// Request fields that must not reach the origin on a fill: the fill fetches the whole
@@ -65,7 +67,7 @@ const FILL_DROPPED: [&str; 9] = [
 
 /// Fetches `req.primary` from the site's origin and stores what may be stored.
 pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Result<Filled, EdgeError> {
-    let mut headers = forward_headers(&req.client_headers, Some(req.peer.ip()), "http");
+    let mut headers = forward_headers(&req.client_headers, Some(req.peer.ip()), req.proto);
     for name in FILL_DROPPED {
         headers.remove(name);
     }

@@ -255,6 +255,7 @@ impl Get<'_> {
             client_headers: self.parts.headers.clone(),
             peer: self.peer,
             stale,
+            proto: crate::tls::Scheme::of(&self.parts.extensions).as_str(),
         }
     }
 
