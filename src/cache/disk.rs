@@ -214,6 +214,11 @@ impl DiskTier {
 
     /// Removes `key`; returns whether it was stored (or queued).
     pub fn remove(&self, key: &CacheKey) -> bool {
+        // Read before queueing: the writer may commit the removal at once.
+        let indexed = matches!(
+            index::read_entry(&self.shared.db, key.as_str()),
+            Ok(Indexed::Entry(_)) | Ok(Indexed::Undecodable)
+        );
         let seq = self.shared.next_seq();
         let queued = matches!(
             self.shared.overlay().set(key, seq, Pending::Removed),
@@ -223,25 +228,25 @@ impl DiskTier {
             seq,
             key: key.clone(),
         });
-        queued
-            || matches!(
-                index::read_entry(&self.shared.db, key.as_str()),
-                Ok(Indexed::Entry(_)) | Ok(Indexed::Undecodable)
-            )
+        indexed || queued
     }
 
     /// Removes every key starting with `prefix`; returns those stored or queued.
     pub fn remove_prefix(&self, prefix: &str) -> HashSet<String> {
+        // Scan before queueing: the writer may commit the removal at once.
+        let mut removed: HashSet<String> = match index::keys_with_prefix(&self.shared.db, prefix) {
+            Ok(keys) => keys.into_iter().collect(),
+            Err(e) => {
+                self.shared.storage_error("scanning the index", &e);
+                HashSet::new()
+            }
+        };
         let seq = self.shared.next_seq();
-        let mut removed = self.shared.overlay().remove_prefix(prefix, seq);
+        removed.extend(self.shared.overlay().remove_prefix(prefix, seq));
         self.shared.send(Op::RemovePrefix {
             seq,
             prefix: prefix.to_owned(),
         });
-        match index::keys_with_prefix(&self.shared.db, prefix) {
-            Ok(keys) => removed.extend(keys),
-            Err(e) => self.shared.storage_error("scanning the index", &e),
-        }
         removed
     }
 
