@@ -269,6 +269,15 @@ impl Get<'_> {
         loop {
             match self.state.cache.flights().join(key) {
                 Flight::Leader(leader) => {
+                    // Re-check after taking the flight (STYLE #9): a leader that just
+                    // finished may have stored the key between our lookup and our join.
+                    let now = self.state.clock.now();
+                    if let Lookup::Fresh(hit) = self.state.cache.lookup(key, now).await
+                        && stale.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &hit.entry))
+                    {
+                        leader.finish(Outcome::Stored(hit.entry.clone()));
+                        return Ok(Some(self.respond(&hit.entry, now, CacheStatus::hit())));
+                    }
                     let filled = lead(self.state, self.site, self.fill_request(stale.clone()), leader).await;
                     return self.answer(key, filled, stale.as_ref(), reason, false).map(Some);
                 }

@@ -295,3 +295,30 @@ async fn default_config_serves_the_sample_site_through_the_cache() {
     assert!(cache_status(&second).contains("hit"), "{}", cache_status(&second));
     assert!(second.text().await.unwrap().contains("edge sample site"));
 }
+
+/// Regression: a request that missed just before the leader stored the object, and
+/// joined just after the leader left the flight table, must not fetch again.
+#[tokio::test]
+async fn staggered_stampede_on_a_cold_url_makes_one_origin_request() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/wave.css",
+        Route::ok("w".repeat(2_000)).misbehave(Misbehaviour::Slow(Duration::from_millis(40))),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let url = edge.url("/wave.css");
+    let mut requests = Vec::new();
+    for i in 0..600 {
+        let client = edge.client.clone();
+        let url = url.clone();
+        requests.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(100 * (i % 800))).await;
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().len())
+        }));
+    }
+    for r in futures_util::future::join_all(requests).await {
+        assert_eq!(r.unwrap(), (200, 2_000));
+    }
+    assert_eq!(origin.hits(), 1);
+}
