@@ -361,7 +361,10 @@ impl Cache {
             }
         };
         let meta = &hit.entry.meta;
-        if !meta.invalidated && !self.soft_purged(meta) && meta.freshness.is_fresh(meta.response_at(), now) {
+        if !meta.invalidated
+            && !self.soft_purged(meta)
+            && meta.freshness.is_fresh(meta.response_at(), now)
+        {
             Lookup::Fresh(hit)
         } else {
             Lookup::Stale(hit)
