@@ -1,10 +1,13 @@
 //! Purge cost over a cache of 1,000,000 entries (memory tier and disk index both hold
 //! all of them), beside a baseline that scans every entry once.
 //!
-//! - `prefix`: a hard purge of one "directory" of 1,000 entries (a range read of the
-//!   disk index plus a pass over the memory tier), until committed to disk.
-//! - `tag`: a hard purge of 1,000 entries sharing a surrogate key, scattered over the
-//!   key space (the tag index: no scan), until committed to disk.
+//! - `prefix_*`: a hard purge of one "directory" of 1,000 entries (a range read of the
+//!   disk index plus a pass over the memory tier).
+//! - `tag_*`: a hard purge of 1,000 entries sharing a surrogate key, scattered over the
+//!   key space (the tag index: no scan).
+//! - `*_visible` stops when every lookup already misses (memory removed, removals
+//!   queued in the disk overlay); `*_committed` also waits for the disk writer to commit
+//!   them (fsync), which is when `POST /purge` answers.
 //! - `scan_baseline`: one pass over the memory tier that matches nothing — the least an
 //!   unindexed tag purge would cost, before touching the disk.
 //!
@@ -132,45 +135,56 @@ fn purge(c: &mut Criterion) {
     // Directory 500: entries 500_000 .. 500_999.
     let dir_start = 500 * GROUP;
     let prefix = CacheKey::new("bench", HOST, "/d500/").as_str().to_owned();
-    group.bench_function("prefix_1000_of_1m", |b| {
-        b.to_async(&runtime).iter_custom(|iters| {
-            let (cache, body, prefix) = (cache.clone(), body.clone(), prefix.clone());
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    insert(&cache, dir_start..dir_start + GROUP, &body, now);
-                    cache.flush().await;
-                    let t = Instant::now();
-                    let n = cache.purge_prefix(&prefix, false).await;
-                    cache.flush().await;
-                    total += t.elapsed();
-                    assert_eq!(n, GROUP as u64);
-                }
-                total
-            }
-        })
-    });
-
     // Tag mod7: entries 7, 1_007, 2_007, … — one in every directory.
-    group.bench_function("tag_1000_of_1m", |b| {
-        b.to_async(&runtime).iter_custom(|iters| {
-            let (cache, body) = (cache.clone(), body.clone());
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    insert(&cache, (7..ENTRIES).step_by(GROUP), &body, now);
-                    cache.flush().await;
-                    let t = Instant::now();
-                    let n = cache.purge_tag("mod7", false).await;
-                    cache.flush().await;
-                    total += t.elapsed();
-                    assert_eq!(n, GROUP as u64);
-                }
-                total
-            }
-        })
-    });
+    let tagged = || (7..ENTRIES).step_by(GROUP);
 
+    for durable in [false, true] {
+        let suffix = if durable { "committed" } else { "visible" };
+        group.bench_function(format!("prefix_1000_of_1m_{suffix}"), |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let (cache, body, prefix) = (cache.clone(), body.clone(), prefix.clone());
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        insert(&cache, dir_start..dir_start + GROUP, &body, now);
+                        cache.flush().await;
+                        let t = Instant::now();
+                        let n = cache.purge_prefix(&prefix, false).await;
+                        if durable {
+                            cache.flush().await;
+                        }
+                        total += t.elapsed();
+                        assert_eq!(n, GROUP as u64);
+                    }
+                    total
+                }
+            })
+        });
+        group.bench_function(format!("tag_1000_of_1m_{suffix}"), |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let (cache, body) = (cache.clone(), body.clone());
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        insert(&cache, tagged(), &body, now);
+                        cache.flush().await;
+                        let t = Instant::now();
+                        let n = cache.purge_tag("mod7", false).await;
+                        if durable {
+                            cache.flush().await;
+                        }
+                        total += t.elapsed();
+                        assert_eq!(n, GROUP as u64);
+                    }
+                    total
+                }
+            })
+        });
+    }
+
+    insert(&cache, dir_start..dir_start + GROUP, &body, now);
+    insert(&cache, tagged(), &body, now);
+    runtime.block_on(cache.flush());
     group.bench_function("scan_baseline_1m", |b| {
         b.iter(|| {
             let mut seen = 0usize;

@@ -353,6 +353,7 @@ impl Cache {
                     self.inner
                         .memory
                         .insert_if(entry.clone(), || self.stamp(key) == stamp);
+                    self.index_tags(&entry);
                 }
                 Hit {
                     entry,
@@ -398,6 +399,7 @@ impl Cache {
         let updated = Arc::new(Entry::new(entry.key.clone(), meta, entry.bodies.clone()));
         self.bump(&updated.key);
         self.inner.memory.insert(updated.clone());
+        self.index_tags(&updated);
         if let Some(disk) = &self.inner.disk {
             if updated.in_memory() {
                 disk.store(updated.clone());

@@ -52,10 +52,22 @@ impl Cache {
     /// Records the tags of a newly stored entry in the in-memory tag index (the disk
     /// index records its own when it commits the entry).
     pub(super) fn index_tags(&self, entry: &Entry) {
-        let purges = &self.inner.purges;
-        if purges.tags.add(&entry.key, &entry.meta.tags) {
-            let memory = &self.inner.memory;
-            purges.tags.retain(|k| memory.peek(k).is_some());
+        let Some(shard) = self.inner.purges.tags.add(&entry.key, &entry.meta.tags) else {
+            return;
+        };
+        // Keep only keys still in the memory tier (the disk table covers the rest).
+        let cache = self.clone();
+        let prune = move || {
+            let memory = &cache.inner.memory;
+            cache
+                .inner
+                .purges
+                .tags
+                .prune(shard, |k| memory.peek(k).is_some());
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(prune)),
+            Err(_) => prune(),
         }
     }
 

@@ -7,14 +7,19 @@
 //!   committed entry. The disk index writer adds and removes these rows in the same
 //!   transaction as the entry itself (store, removal, eviction), so the table is exact
 //!   for what the disk holds and survives restarts.
-//! - In memory, [`TagIndex`] maps tags to the keys stored by this process, which covers
-//!   entries the disk has not committed yet or will never hold (memory only, skipped
-//!   writes). It may name keys that are gone — a purge of a gone key is a no-op — and is
-//!   pruned to the keys still in the memory tier whenever it has doubled in size, so it
-//!   stays proportional to the memory tier.
+//! - In memory, [`TagIndex`] maps tags to the keys that entered the memory tier (stored,
+//!   revalidated or promoted from disk), which covers entries the disk has not
+//!   committed yet or no longer holds (memory only, skipped writes, evicted from disk
+//!   but still in memory). It may name keys that are gone — a purge of a gone key is a no-op — and
+//!   each of its shards is pruned to the keys still in the memory tier whenever it has
+//!   doubled in size (off the request path), so it stays proportional to the memory
+//!   tier. A key pruned while its disk write is still queued is found in the disk table
+//!   once the queue is flushed, which a tag purge does first.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::hash::BuildHasher as _;
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, Table, TableDefinition};
 
@@ -30,8 +35,11 @@ pub(super) const PURGE_STATE: TableDefinition<&str, u64> = TableDefinition::new(
 /// everything).
 pub(super) const SOFT_BEFORE: &str = "soft_before";
 
-/// Smallest size at which the in-memory index is pruned.
-const MIN_PRUNE: usize = 4096;
+/// Shards of the in-memory index.
+const SHARDS: usize = 16;
+
+/// Smallest size at which a shard of the in-memory index is pruned.
+const MIN_PRUNE: usize = 1024;
 
 /// Records the tags of `key` (a new or replaced entry) in the disk index.
 pub(super) fn index(
@@ -99,17 +107,18 @@ pub(super) fn store_soft_before(db: &Database, secs: u64) -> Result<(), redb::Er
     Ok(())
 }
 
-/// Tags → keys of the entries this process stored.
-#[derive(Default)]
+/// Tags → keys of the entries this process stored, sharded by key so that adding a
+/// key or pruning one shard never holds up the others for long.
 pub(super) struct TagIndex {
-    inner: Mutex<Tags>,
+    shards: Box<[Mutex<Tags>]>,
+    hasher: RandomState,
 }
 
 #[derive(Default)]
 struct Tags {
     by_tag: HashMap<Box<str>, HashSet<CacheKey>>,
     by_key: HashMap<CacheKey, Box<[Box<str>]>>,
-    /// Size at which [`TagIndex::add`] asks for a prune.
+    /// Size at which [`TagIndex::add`] asks for a prune of this shard.
     prune_at: usize,
 }
 
@@ -129,48 +138,76 @@ impl Tags {
     }
 }
 
+impl Default for TagIndex {
+    fn default() -> Self {
+        TagIndex {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
 impl TagIndex {
-    /// Records that `key` now carries `tags` (replacing what it carried). Returns true
-    /// when the index has grown enough to be worth pruning.
-    pub(super) fn add(&self, key: &CacheKey, tags: &[String]) -> bool {
-        let mut t = self.inner.lock().expect("tag index poisoned");
+    fn shard_of(&self, key: &CacheKey) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Tags> {
+        self.shards[shard].lock().expect("tag index poisoned")
+    }
+
+    /// Records that `key` now carries `tags` (replacing what it carried). Returns the
+    /// shard to [`Self::prune`] when it has grown enough to be worth pruning.
+    pub(super) fn add(&self, key: &CacheKey, tags: &[String]) -> Option<usize> {
+        let shard = self.shard_of(key);
+        let mut t = self.lock(shard);
         t.forget(key);
         if tags.is_empty() {
-            return false;
+            return None;
         }
         let boxed: Box<[Box<str>]> = tags.iter().map(|s| s.as_str().into()).collect();
         for tag in boxed.iter() {
             t.by_tag.entry(tag.clone()).or_default().insert(key.clone());
         }
         t.by_key.insert(key.clone(), boxed);
-        t.by_key.len() >= t.prune_at.max(MIN_PRUNE)
+        let due = t.by_key.len() >= t.prune_at.max(MIN_PRUNE);
+        if due {
+            // Until the prune has run, do not ask again.
+            t.prune_at = usize::MAX;
+        }
+        due.then_some(shard)
     }
 
     /// Forgets `key`.
     pub(super) fn remove(&self, key: &CacheKey) {
-        self.inner.lock().expect("tag index poisoned").forget(key);
+        self.lock(self.shard_of(key)).forget(key);
     }
 
     /// The keys recorded with `tag`.
     pub(super) fn keys(&self, tag: &str) -> Vec<CacheKey> {
-        let t = self.inner.lock().expect("tag index poisoned");
-        t.by_tag
-            .get(tag)
-            .map(|k| k.iter().cloned().collect())
-            .unwrap_or_default()
+        let mut keys = Vec::new();
+        for shard in 0..SHARDS {
+            if let Some(k) = self.lock(shard).by_tag.get(tag) {
+                keys.extend(k.iter().cloned());
+            }
+        }
+        keys
     }
 
     /// Forgets every key.
     pub(super) fn clear(&self) {
-        let mut t = self.inner.lock().expect("tag index poisoned");
-        t.by_tag.clear();
-        t.by_key.clear();
+        for shard in 0..SHARDS {
+            let mut t = self.lock(shard);
+            t.by_tag.clear();
+            t.by_key.clear();
+            t.prune_at = 0;
+        }
     }
 
-    /// Keeps only the keys for which `keep` holds; the next prune is due when the index
-    /// has doubled from what is left.
-    pub(super) fn retain(&self, mut keep: impl FnMut(&CacheKey) -> bool) {
-        let mut t = self.inner.lock().expect("tag index poisoned");
+    /// Keeps only the keys of `shard` for which `keep` holds; its next prune is due
+    /// when it has doubled from what is left.
+    pub(super) fn prune(&self, shard: usize, mut keep: impl FnMut(&CacheKey) -> bool) {
+        let mut t = self.lock(shard);
         let doomed: Vec<CacheKey> = t.by_key.keys().filter(|k| !keep(k)).cloned().collect();
         for key in &doomed {
             t.forget(key);
@@ -181,7 +218,7 @@ impl TagIndex {
     /// Keys recorded.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.inner.lock().expect("tag index poisoned").by_key.len()
+        (0..SHARDS).map(|s| self.lock(s).by_key.len()).sum()
     }
 }
 
@@ -209,14 +246,21 @@ mod tests {
     #[test]
     fn pruning_keeps_what_the_predicate_keeps_and_asks_again_after_doubling() {
         let index = TagIndex::default();
-        let mut due = false;
-        for i in 0..MIN_PRUNE {
-            due = index.add(&key(&format!("/{i}")), &["t".into()]);
+        let mut due = Vec::new();
+        for i in 0..(SHARDS * MIN_PRUNE * 2) {
+            due.extend(index.add(&key(&format!("/{i}")), &["t".into()]));
         }
-        assert!(due, "a prune is due at {MIN_PRUNE} keys");
-        index.retain(|k| k.path_and_query().len() < 4); // keeps /0 … /99
-        assert_eq!(index.len(), 100);
-        assert_eq!(index.keys("t").len(), 100);
+        assert!(!due.is_empty(), "prunes are due");
+        let shard = due[0];
+        // Asked once per shard until it is pruned.
+        assert_eq!(due.iter().filter(|s| **s == shard).count(), 1, "{due:?}");
+        let before = index.len();
+        index.prune(shard, |k| k.path_and_query().len() < 4); // keeps /0 … /99 of it
+        let after = index.len();
+        assert!(after < before, "{before} -> {after}");
+        assert_eq!(index.keys("t").len(), after);
+        index.clear();
+        assert!(index.keys("t").is_empty());
     }
 
     #[test]
