@@ -28,7 +28,9 @@ impl Clock {
 
     /// The current time.
     pub fn now(&self) -> SystemTime {
-        self.wall + self.mono.elapsed() + Duration::from_millis(self.offset_ms.load(Ordering::Relaxed))
+        self.wall
+            + self.mono.elapsed()
+            + Duration::from_millis(self.offset_ms.load(Ordering::Relaxed))
     }
 
     /// Moves this clock (and its clones) forward by `by`, for tests of expiry.

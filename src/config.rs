@@ -303,7 +303,9 @@ impl HostPattern {
         }
         if let Some(rest) = s.strip_prefix("*.") {
             if rest.is_empty() || rest.contains('*') {
-                return Err(format!("`{s}` is not a valid wildcard (use `*.example.com`)"));
+                return Err(format!(
+                    "`{s}` is not a valid wildcard (use `*.example.com`)"
+                ));
             }
             return Ok(HostPattern::Suffix(format!(".{rest}")));
         }
@@ -739,7 +741,10 @@ impl Checker {
                 }
                 Ok(text) => Some(Secret(text.trim().to_owned())),
                 Err(e) => {
-                    self.fail("admin.token_file", format!("cannot read `{}`: {e}", path.display()));
+                    self.fail(
+                        "admin.token_file",
+                        format!("cannot read `{}`: {e}", path.display()),
+                    );
                     None
                 }
             }
@@ -749,7 +754,10 @@ impl Checker {
             .as_deref()
             .and_then(|var| self.secret_from_env("admin.token_env", var));
         if raw.token_file.is_some() && raw.token_env.is_some() {
-            self.fail("admin.token_env", "set `token_file` or `token_env`, not both");
+            self.fail(
+                "admin.token_env",
+                "set `token_file` or `token_env`, not both",
+            );
         }
         let token = from_file.or(from_env);
         let token_configured = raw.token_file.is_some() || raw.token_env.is_some();
@@ -855,7 +863,11 @@ impl Config {
         let mut c = Checker { errors: Vec::new() };
 
         let server = Server {
-            listen: c.addr("server.listen", raw.server.listen.as_deref(), "127.0.0.1:8080"),
+            listen: c.addr(
+                "server.listen",
+                raw.server.listen.as_deref(),
+                "127.0.0.1:8080",
+            ),
             tls_listen: c.tls_listen(&raw),
             shutdown_grace: c.duration(
                 "server.shutdown_grace",
@@ -885,7 +897,11 @@ impl Config {
                 raw.cache.memory_object_max.as_deref(),
                 "8MiB",
             ),
-            write_queue: c.size("cache.write_queue", raw.cache.write_queue.as_deref(), "256MiB"),
+            write_queue: c.size(
+                "cache.write_queue",
+                raw.cache.write_queue.as_deref(),
+                "256MiB",
+            ),
         };
         if raw.cache.dir.as_deref() == Some("") {
             c.fail("cache.dir", "must not be empty");
@@ -926,8 +942,17 @@ impl Config {
         for (i, s) in raw.site.iter().enumerate() {
             let key = |field: &str| format!("site[{i}].{field}");
             let name = s.name.clone().unwrap_or_else(|| format!("site{i}"));
-            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
-                c.fail(&key("name"), format!("`{name}` must be non-empty and use only letters, digits, `-`, `_` and `.`"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                c.fail(
+                    &key("name"),
+                    format!(
+                        "`{name}` must be non-empty and use only letters, digits, `-`, `_` and `.`"
+                    ),
+                );
             }
             if sites.iter().any(|other: &Site| other.name == name) {
                 c.fail(&key("name"), format!("`{name}` is used by an earlier site"));
@@ -1155,7 +1180,11 @@ fn is_hsts(value: &str) -> bool {
 }
 
 fn limits(c: &mut Checker, raw: &RawServer) -> Limits {
-    let header_bytes = c.size("server.max_header_bytes", raw.max_header_bytes.as_deref(), "32KiB");
+    let header_bytes = c.size(
+        "server.max_header_bytes",
+        raw.max_header_bytes.as_deref(),
+        "32KiB",
+    );
     // hyper needs room for at least one 8 KiB read buffer.
     if header_bytes < 8192 {
         c.fail("server.max_header_bytes", "must be at least 8KiB");
@@ -1176,7 +1205,11 @@ fn limits(c: &mut Checker, raw: &RawServer) -> Limits {
         max_header_bytes: header_bytes.max(8192) as usize,
         max_headers: max_headers.max(1),
         max_uri_length,
-        max_request_body: c.size("server.max_request_body", raw.max_request_body.as_deref(), "16MiB"),
+        max_request_body: c.size(
+            "server.max_request_body",
+            raw.max_request_body.as_deref(),
+            "16MiB",
+        ),
         header_read_timeout: c.duration(
             "server.header_read_timeout",
             raw.header_read_timeout.as_deref(),
@@ -1206,9 +1239,9 @@ fn parse_origin(text: &str, base: &Path) -> Result<OriginTarget, String> {
         }
         return Ok(OriginTarget::Dir(path));
     }
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a URL (use `http://host:port`, `https://host` or `dir:PATH`)"))?;
+    let uri: http::Uri = text.parse().map_err(|_| {
+        format!("`{text}` is not a URL (use `http://host:port`, `https://host` or `dir:PATH`)")
+    })?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => {
@@ -1270,7 +1303,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         "d" => Duration::from_secs(n.saturating_mul(86400)),
         "" => return Err(format!("`{text}` needs a unit (ms, s, m, h or d)")),
-        other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
+            ));
+        }
     };
     Ok(d)
 }
@@ -1297,8 +1334,10 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_naming_it() {
-        let errors = parse("[cache]\nmemroy = \"1MiB\"\n[[site]]\nhosts=[\"*\"]\norigin=\"http://127.0.0.1:1\"\n")
-            .unwrap_err();
+        let errors = parse(
+            "[cache]\nmemroy = \"1MiB\"\n[[site]]\nhosts=[\"*\"]\norigin=\"http://127.0.0.1:1\"\n",
+        )
+        .unwrap_err();
         assert!(errors[0].message.contains("memroy"), "{errors:?}");
     }
 
@@ -1311,7 +1350,12 @@ mod tests {
         let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["server.listen", "cache.memory", "site[0].hosts", "site[0].origin"]
+            [
+                "server.listen",
+                "cache.memory",
+                "site[0].hosts",
+                "site[0].origin"
+            ]
         );
     }
 
@@ -1460,13 +1504,19 @@ mod tests {
         let config = Config::parse(&text, dir.path()).unwrap();
         let token = config.admin.token.as_ref().unwrap();
         assert_eq!(token.expose(), "s3cret");
-        assert_eq!(config.cluster.peer_token.as_ref(), Some(token), "peers get the admin token");
+        assert_eq!(
+            config.cluster.peer_token.as_ref(),
+            Some(token),
+            "peers get the admin token"
+        );
         assert!(!format!("{config:?}").contains("s3cret"));
 
         std::fs::write(dir.path().join("empty"), "\n").unwrap();
-        let errors = Config::parse(&text.replace("\"token\"", "\"empty\""), dir.path()).unwrap_err();
+        let errors =
+            Config::parse(&text.replace("\"token\"", "\"empty\""), dir.path()).unwrap_err();
         assert_eq!(errors[0].key, "admin.token_file", "{errors:?}");
-        let errors = Config::parse(&text.replace("\"token\"", "\"missing\""), dir.path()).unwrap_err();
+        let errors =
+            Config::parse(&text.replace("\"token\"", "\"missing\""), dir.path()).unwrap_err();
         assert_eq!(errors[0].key, "admin.token_file", "{errors:?}");
     }
 
@@ -1492,13 +1542,19 @@ mod tests {
         assert_eq!((c.timeout, c.retries), (Duration::from_millis(500), 0));
         let defaults = parse(SITE).unwrap().cluster;
         assert!(defaults.peers.is_empty());
-        assert_eq!((defaults.timeout, defaults.retries), (Duration::from_secs(2), 2));
+        assert_eq!(
+            (defaults.timeout, defaults.retries),
+            (Duration::from_secs(2), 2)
+        );
 
         let errors = parse(&format!(
             "[cluster]\npeers = [\"10.0.0.2:9090\", \"http://a/purge\", \"ftp://b\"]\n{SITE}"
         ))
         .unwrap_err();
         let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["cluster.peers[0]", "cluster.peers[1]", "cluster.peers[2]"]);
+        assert_eq!(
+            keys,
+            ["cluster.peers[0]", "cluster.peers[1]", "cluster.peers[2]"]
+        );
     }
 }

@@ -17,12 +17,12 @@ use http_body_util::BodyExt;
 use crate::cache::Entry;
 use crate::cache::key::CacheKey;
 use crate::cache::meta::{BlobHash, Meta, Rep, to_unix};
+use crate::config::SetCookiePolicy;
 use crate::error::{EdgeError, OriginFailure};
 use crate::http::encoding::Encoding;
 use crate::http::freshness::{self, Storability};
 use crate::origin::forward_headers;
 use crate::respond::derived_etag;
-use crate::config::SetCookiePolicy;
 use crate::server::{AppState, SiteRuntime};
 
 /// What a fill produced.
@@ -66,16 +66,27 @@ const FILL_DROPPED: [&str; 9] = [
 ];
 
 /// Fetches `req.primary` from the site's origin and stores what may be stored.
-pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Result<Filled, EdgeError> {
+pub async fn fill(
+    state: AppState,
+    site: SiteRuntime,
+    req: FillRequest,
+) -> Result<Filled, EdgeError> {
     let mut headers = forward_headers(&req.client_headers, Some(req.peer.ip()), req.proto);
     for name in FILL_DROPPED {
         headers.remove(name);
     }
-    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     // RFC 9111 §4.3.1: validate with the stored validators. A derived ETag is ours, not
     // the origin's, so only the origin's own ETag is sent.
     if let Some(stale) = &req.stale {
-        if let Some(etag) = stale.meta.header("etag").and_then(|v| HeaderValue::from_bytes(v).ok()) {
+        if let Some(etag) = stale
+            .meta
+            .header("etag")
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+        {
             headers.insert(header::IF_NONE_MATCH, etag);
         }
         if let Some(lm) = stale
@@ -105,7 +116,13 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
     if status == 304
         && let Some(stale) = &req.stale
     {
-        if let Some(updated) = revalidated(&state, stale, response.headers(), request_time, response_time) {
+        if let Some(updated) = revalidated(
+            &state,
+            stale,
+            response.headers(),
+            request_time,
+            response_time,
+        ) {
             return Ok(Filled::Revalidated(updated));
         }
         // A 304 for a representation we do not hold (§4.3.4): fetch it whole.
@@ -114,7 +131,12 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
         return Box::pin(fill(state, site, retry)).await;
     }
 
-    if let Some(reason) = refuse_to_store(&site, req.primary.path_and_query(), &req.client_headers, &response) {
+    if let Some(reason) = refuse_to_store(
+        &site,
+        req.primary.path_and_query(),
+        &req.client_headers,
+        &response,
+    ) {
         return Ok(Filled::Pass(response, reason));
     }
     let max = state.config.cache.max_object_size;
@@ -147,7 +169,10 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
     // decoded; one whose body cannot be decoded is passed through uncached.
     let mut headers = head.headers;
     let mut decoded = false;
-    let bytes = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().map(str::to_owned)) {
+    let bytes = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().map(str::to_owned))
+    {
         None => bytes,
         Some(Ok(coding)) if coding.trim().eq_ignore_ascii_case("identity") => bytes,
         Some(coding) => {
@@ -191,7 +216,12 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
         return Ok(Filled::Pass(response, "no-freshness"));
     }
 
-    let names = vary_names(meta.headers.iter().filter(|(n, _)| n == "vary").map(|(_, v)| v.as_slice()));
+    let names = vary_names(
+        meta.headers
+            .iter()
+            .filter(|(n, _)| n == "vary")
+            .map(|(_, v)| v.as_slice()),
+    );
     let key = if names.is_empty() {
         req.primary.clone()
     } else {
@@ -205,8 +235,12 @@ pub async fn fill(state: AppState, site: SiteRuntime, req: FillRequest) -> Resul
         state.cache.set_vary(&req.primary, names.clone());
         key
     };
-    let content_type = meta.header("content-type").and_then(|v| std::str::from_utf8(v).ok());
-    let compressible = state.compressor.is_compressible(content_type, bytes.len() as u64);
+    let content_type = meta
+        .header("content-type")
+        .and_then(|v| std::str::from_utf8(v).ok());
+    let compressible = state
+        .compressor
+        .is_compressible(content_type, bytes.len() as u64);
     let entry = state.cache.insert(key, meta, vec![bytes.clone()]);
     if compressible {
         // Strong compression never holds up a response: variants are made in the
@@ -234,9 +268,16 @@ async fn add_variants(state: AppState, filled: Arc<Entry>, identity: Bytes) {
         return;
     }
     let mut meta = current.meta.clone();
+    let identity_len = identity.len() as u64;
     let mut bodies = vec![identity];
-    let origin_etag = current.meta.header("etag").and_then(|v| std::str::from_utf8(v).ok());
+    let origin_etag = current
+        .meta
+        .header("etag")
+        .and_then(|v| std::str::from_utf8(v).ok());
     for (encoding, body) in variants {
+        state
+            .metrics
+            .compressed(encoding.as_str(), identity_len, body.len() as u64);
         let hash = BlobHash::of(&body);
         meta.reps.push(Rep {
             encoding,
@@ -245,6 +286,10 @@ async fn add_variants(state: AppState, filled: Arc<Entry>, identity: Bytes) {
             etag: variant_etag(origin_etag, encoding, &hash),
         });
         bodies.push(body);
+    }
+    // A purge that landed while compressing must not be undone by this store.
+    if state.cache.generation() != current.meta.generation {
+        return;
     }
     state.cache.insert(current.key.clone(), meta, bodies);
 }
@@ -296,7 +341,12 @@ fn revalidated(
     let mut headers = headers_of(&stale.meta);
     let replaced: Vec<&HeaderName> = fresh
         .keys()
-        .filter(|n| !matches!(n.as_str(), "content-length" | "content-encoding" | "transfer-encoding"))
+        .filter(|n| {
+            !matches!(
+                n.as_str(),
+                "content-length" | "content-encoding" | "transfer-encoding"
+            )
+        })
         .collect();
     for name in replaced {
         headers.remove(name);
@@ -326,7 +376,10 @@ fn revalidated(
 pub fn headers_of(meta: &Meta) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(meta.headers.len());
     for (name, value) in &meta.headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
             headers.append(n, v);
         }
     }
@@ -372,7 +425,13 @@ fn contradicts_extension(target: &str, headers: &HeaderMap) -> bool {
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 enum Collected {
@@ -447,7 +506,8 @@ fn build_meta(
         .map(str::to_owned)
         .unwrap_or_else(|| derived_etag(&hash));
     if !headers.contains_key(header::CONTENT_TYPE)
-        && let Some(guess) = mime_guess::from_path(key.path_and_query().split('?').next().unwrap_or("")).first()
+        && let Some(guess) =
+            mime_guess::from_path(key.path_and_query().split('?').next().unwrap_or("")).first()
         && let Ok(v) = HeaderValue::from_str(guess.essence_str())
     {
         headers.insert(header::CONTENT_TYPE, v);
@@ -512,7 +572,12 @@ pub fn variant_key(primary: &CacheKey, names: &[String], request: &HeaderMap) ->
         let members: Vec<String> = request
             .get_all(name.as_str())
             .iter()
-            .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).split(',').map(|m| m.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>())
+            .flat_map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(',')
+                    .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .collect::<Vec<_>>()
+            })
             .filter(|m| !m.is_empty())
             .collect();
         variant.push_str(&members.join(","));

@@ -110,14 +110,22 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn purge(request: &edge::admin::PurgeRequest, admin: &str, token_env: &str) -> ExitCode {
-    let token = std::env::var(token_env).ok().filter(|t| !t.trim().is_empty());
+    let token = std::env::var(token_env)
+        .ok()
+        .filter(|t| !t.trim().is_empty());
     let body = serde_json::to_vec(request).expect("a purge request serialises");
     let answer = tokio::runtime::Runtime::new()
         .context("starting the runtime")
         .and_then(|rt| {
             rt.block_on(async {
                 let client = edge::admin::client::client(std::time::Duration::from_secs(10));
-                let post = edge::admin::client::post_purge(&client, admin, token.as_deref(), body.into(), false);
+                let post = edge::admin::client::post_purge(
+                    &client,
+                    admin,
+                    token.as_deref(),
+                    body.into(),
+                    false,
+                );
                 tokio::time::timeout(std::time::Duration::from_secs(120), post)
                     .await
                     .map_err(|_| anyhow::anyhow!("no answer from {admin} within 120s"))?
@@ -132,7 +140,10 @@ fn purge(request: &edge::admin::PurgeRequest, admin: &str, token_env: &str) -> E
         }
     };
     match serde_json::from_slice::<serde_json::Value>(&answer) {
-        Ok(json) => println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default()),
+        Ok(json) => println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        ),
         Err(_) => println!("{}", String::from_utf8_lossy(&answer).trim_end()),
     }
     if !(200..300).contains(&status) {
@@ -145,7 +156,10 @@ fn purge(request: &edge::admin::PurgeRequest, admin: &str, token_env: &str) -> E
         .flat_map(|r| r.peers.iter().filter(|p| !p.ok).map(|p| p.peer.clone()))
         .collect();
     if !failed.is_empty() {
-        eprintln!("warning: purged here, but these peers failed: {}", failed.join(", "));
+        eprintln!(
+            "warning: purged here, but these peers failed: {}",
+            failed.join(", ")
+        );
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS

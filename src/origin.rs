@@ -34,10 +34,10 @@ pub const VIA: &str = "1.1 edge";
 /// One site's origin.
 #[derive(Clone)]
 pub enum Origin {
-    /// A remote HTTP or HTTPS server.
-    Http(HttpOrigin),
+    /// A remote HTTP or HTTPS server (shared: cloning a site must stay cheap).
+    Http(Arc<HttpOrigin>),
     /// A directory served in-process.
-    Dir(DirOrigin),
+    Dir(Arc<DirOrigin>),
 }
 
 /// A remote origin reached through the shared connection pool.
@@ -158,7 +158,7 @@ impl OriginPool {
     /// directory origin answers with, as a web server configured for it would.
     pub fn origin(&self, target: &OriginTarget, dir_cache_control: Option<&str>) -> Origin {
         match target {
-            OriginTarget::Http(base) => Origin::Http(HttpOrigin {
+            OriginTarget::Http(base) => Origin::Http(Arc::new(HttpOrigin {
                 base: base.clone(),
                 client: self.client.clone(),
                 timeouts: self.timeouts,
@@ -166,12 +166,12 @@ impl OriginPool {
                     self.timeouts.breaker_failures,
                     self.timeouts.breaker_cooldown,
                 )),
-            }),
-            OriginTarget::Dir(root) => Origin::Dir(DirOrigin {
+            })),
+            OriginTarget::Dir(root) => Origin::Dir(Arc::new(DirOrigin {
                 root: root.clone(),
                 serve: ServeDir::new(root).append_index_html_on_directories(true),
                 cache_control: dir_cache_control.and_then(|v| HeaderValue::from_str(v).ok()),
-            }),
+            })),
         }
     }
 }
@@ -223,9 +223,10 @@ impl Origin {
                 head.map(|incoming| Body::new(Deadline::new(incoming, deadline)))
             }
             Origin::Dir(o) => {
-                let response = o.serve.clone().oneshot(request).await.map_err(|e| {
-                    self.fail(OriginFailure::Protocol(format!("directory: {e}")))
-                })?;
+                let response =
+                    o.serve.clone().oneshot(request).await.map_err(|e| {
+                        self.fail(OriginFailure::Protocol(format!("directory: {e}")))
+                    })?;
                 let mut response = response.map(Body::new);
                 if response.status().is_success()
                     && let Some(cc) = &o.cache_control

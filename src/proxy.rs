@@ -45,7 +45,11 @@ pub async fn handle(
         .entry(header::AGE)
         .or_insert(HeaderValue::from_static("0"));
     // RFC 9110 §7.6.3: every response that passes through edge names it in Via.
-    if !headers.get_all(header::VIA).iter().any(|v| v.as_bytes() == VIA.as_bytes()) {
+    if !headers
+        .get_all(header::VIA)
+        .iter()
+        .any(|v| v.as_bytes() == VIA.as_bytes())
+    {
         headers.append(header::VIA, HeaderValue::from_static(VIA));
     }
     let outcome = headers
@@ -58,9 +62,14 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let encoding = response.headers().get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let encoding = response
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
     let sent = if method == Method::HEAD { 0 } else { bytes };
-    state.metrics.request(outcome, response.status().as_u16(), encoding, sent);
+    state
+        .metrics
+        .request(outcome, response.status().as_u16(), encoding, sent);
     tracing::info!(
         target: "edge::access",
         %method,
@@ -112,17 +121,20 @@ async fn serve(
     request: Request<Body>,
 ) -> Result<Response<Body>, EdgeError> {
     let limits = &state.config.server.limits;
-    let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
     if target_len > limits.max_uri_length {
         return Err(EdgeError::UriTooLong(limits.max_uri_length));
     }
     let host = request_host(&request).ok_or(EdgeError::BadRequest("missing or invalid Host"))?;
-    let site = state
-        .sites()
+    // Borrowed from the current sites (kept alive here), not cloned, on every request.
+    let sites = state.sites();
+    let site = sites
         .by_host(&host)
-        .ok_or_else(|| EdgeError::UnknownHost(host.clone()))?
-        .clone();
-    if let Some(redirect) = crate::tls::https_redirect(state, &site, &host, &request) {
+        .ok_or_else(|| EdgeError::UnknownHost(host.clone()))?;
+    if let Some(redirect) = crate::tls::https_redirect(state, site, &host, &request) {
         return Ok(redirect);
     }
     // One normalisation for the key and for what the origin is asked: they can never
@@ -134,10 +146,11 @@ async fn serve(
     let primary = CacheKey::new(&site.name, &host, &target);
 
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return pass_unsafe(state, &site, &primary, &host, peer, request).await;
+        return pass_unsafe(state, site, &primary, &host, peer, request).await;
     }
     let (mut parts, _body) = request.into_parts();
-    let directives = CacheControl::from_headers(&parts.headers, &header::CACHE_CONTROL).unwrap_or_default();
+    let directives =
+        CacheControl::from_headers(&parts.headers, &header::CACHE_CONTROL).unwrap_or_default();
     if site.config.client_cache_control == ClientCacheControl::Ignore {
         // CDN behaviour: clients cannot force origin load or change what is stored.
         parts.headers.remove(header::CACHE_CONTROL);
@@ -145,7 +158,7 @@ async fn serve(
     }
     let get = Get {
         state,
-        site: &site,
+        site,
         primary,
         peer,
         parts,
@@ -174,12 +187,15 @@ impl Get<'_> {
     fn respond(&self, entry: &Entry, now: SystemTime, status: CacheStatus) -> Response<Body> {
         let compressor = &self.state.compressor;
         let meta = &entry.meta;
-        let content_type = meta.header("content-type").and_then(|v| std::str::from_utf8(v).ok());
+        let content_type = meta
+            .header("content-type")
+            .and_then(|v| std::str::from_utf8(v).ok());
         let path = self.primary.path_and_query();
         let path = path.split('?').next().unwrap_or(path);
         let presentation = Presentation {
             preference: compressor.preference(),
-            compressible: meta.reps.len() > 1 || compressor.is_compressible(content_type, meta.identity().len),
+            compressible: meta.reps.len() > 1
+                || compressor.is_compressible(content_type, meta.identity().len),
             cache_control: self.site.immutable.cache_control_for(path),
         };
         respond(entry, &self.parts, now, status, &presentation)
@@ -204,7 +220,8 @@ impl Get<'_> {
             }
         }
         // Variants keep changing under us: answer from the origin without the cache.
-        self.forward_uncoalesced(&self.key(), None, "vary-miss").await
+        self.forward_uncoalesced(&self.key(), None, "vary-miss")
+            .await
     }
 
     /// One pass through lookup and fill; `None` to start over.
@@ -243,7 +260,11 @@ impl Get<'_> {
             }
             Lookup::Miss if only_if_cached => Err(EdgeError::NotCached),
             Lookup::Miss => {
-                let reason = if key.is_variant() { "vary-miss" } else { "uri-miss" };
+                let reason = if key.is_variant() {
+                    "vary-miss"
+                } else {
+                    "uri-miss"
+                };
                 self.forward(&key, None, reason).await
             }
         }
@@ -278,8 +299,16 @@ impl Get<'_> {
                         leader.finish(Outcome::Stored(hit.entry.clone()));
                         return Ok(Some(self.respond(&hit.entry, now, CacheStatus::hit())));
                     }
-                    let filled = lead(self.state, self.site, self.fill_request(stale.clone()), leader).await;
-                    return self.answer(key, filled, stale.as_ref(), reason, false).map(Some);
+                    let filled = lead(
+                        self.state,
+                        self.site,
+                        self.fill_request(stale.clone()),
+                        leader,
+                    )
+                    .await;
+                    return self
+                        .answer(key, filled, stale.as_ref(), reason, false)
+                        .map(Some);
                 }
                 Flight::Follower(follower) => {
                     match follower.wait(self.state.config.server.coalesce_wait).await {
@@ -297,7 +326,9 @@ impl Get<'_> {
                         }
                         Some(Outcome::Failed(kind, origin)) => {
                             let error = EdgeError::Origin { origin, kind };
-                            return self.answer(key, Err(error), stale.as_ref(), reason, true).map(Some);
+                            return self
+                                .answer(key, Err(error), stale.as_ref(), reason, true)
+                                .map(Some);
                         }
                         Some(Outcome::Abandoned) => continue,
                         // Not storable, or the leader is too slow: fetch for ourselves.
@@ -316,7 +347,12 @@ impl Get<'_> {
         stale: Option<Arc<Entry>>,
         reason: &'static str,
     ) -> Result<Response<Body>, EdgeError> {
-        let filled = fill(self.state.clone(), self.site.clone(), self.fill_request(stale.clone())).await;
+        let filled = fill(
+            self.state.clone(),
+            self.site.clone(),
+            self.fill_request(stale.clone()),
+        )
+        .await;
         self.answer(key, filled, stale.as_ref(), reason, false)
     }
 
@@ -354,7 +390,9 @@ impl Get<'_> {
                 };
                 Ok(self.respond(&entry, now, status))
             }
-            Ok(Filled::Pass(response, _)) if is_server_error(response.status().as_u16()) && usable_stale.is_some() => {
+            Ok(Filled::Pass(response, _))
+                if is_server_error(response.status().as_u16()) && usable_stale.is_some() =>
+            {
                 let entry = usable_stale.expect("checked above");
                 let status = CacheStatus {
                     fwd_status: Some(response.status().as_u16()),
@@ -376,7 +414,14 @@ impl Get<'_> {
             Err(EdgeError::Origin { kind, .. }) if usable_stale.is_some() => {
                 let entry = usable_stale.expect("checked above");
                 let status = CacheStatus {
-                    fwd_status: Some(EdgeError::Origin { origin: String::new(), kind: kind.clone() }.status().as_u16()),
+                    fwd_status: Some(
+                        EdgeError::Origin {
+                            origin: String::new(),
+                            kind: kind.clone(),
+                        }
+                        .status()
+                        .as_u16(),
+                    ),
                     detail: Some("stale-if-error"),
                     ..CacheStatus::forward("stale")
                 };
@@ -424,7 +469,10 @@ impl Get<'_> {
     fn site_default_allows(&self, entry: &Entry, now: SystemTime, window: Duration) -> bool {
         let f = &entry.meta.freshness;
         // RFC 9111 §4.2.4: never serve stale against must-revalidate or no-cache.
-        !window.is_zero() && !f.must_revalidate && !f.no_cache && Self::staleness(entry, now) < window.as_secs()
+        !window.is_zero()
+            && !f.must_revalidate
+            && !f.no_cache
+            && Self::staleness(entry, now) < window.as_secs()
     }
 
     /// RFC 9111 §5.2.1: `no-cache`, `max-age` and `min-fresh` in the request.
@@ -441,7 +489,8 @@ impl Get<'_> {
         d.no_cache
             || pragma_no_cache
             || d.max_age.is_some_and(|max| age > max)
-            || d.min_fresh.is_some_and(|min| meta.freshness.ttl(meta.response_at(), now) < min as i64)
+            || d.min_fresh
+                .is_some_and(|min| meta.freshness.ttl(meta.response_at(), now) < min as i64)
     }
 
     /// RFC 9111 §5.2.1.2: `max-stale` lets a client take a stale response, unless the
@@ -465,8 +514,14 @@ async fn lead(
     request: FillRequest,
     leader: Leader,
 ) -> Result<Filled, EdgeError> {
-    let task = tokio::spawn(fill_and_publish(state.clone(), site.clone(), request, leader));
-    task.await.map_err(|e| EdgeError::Internal(format!("fill task: {e}")))?
+    let task = tokio::spawn(fill_and_publish(
+        state.clone(),
+        site.clone(),
+        request,
+        leader,
+    ));
+    task.await
+        .map_err(|e| EdgeError::Internal(format!("fill task: {e}")))?
 }
 
 async fn fill_and_publish(
@@ -477,7 +532,9 @@ async fn fill_and_publish(
 ) -> Result<Filled, EdgeError> {
     let filled = fill(state, site, request).await;
     let outcome = match &filled {
-        Ok(Filled::Stored(entry, _)) | Ok(Filled::Revalidated(entry)) => Outcome::Stored(entry.clone()),
+        Ok(Filled::Stored(entry, _)) | Ok(Filled::Revalidated(entry)) => {
+            Outcome::Stored(entry.clone())
+        }
         Ok(Filled::Pass(..)) => Outcome::Pass,
         Err(EdgeError::Origin { origin, kind }) => Outcome::Failed(kind.clone(), origin.clone()),
         Err(_) => Outcome::Abandoned,
@@ -523,7 +580,9 @@ async fn pass_unsafe(
     let proto = crate::tls::Scheme::of(&parts.extensions).as_str();
     *forward.headers_mut() = forward_headers(&parts.headers, Some(peer.ip()), proto);
     let mut response = match site.origin.send(forward).await {
-        Err(EdgeError::Origin { kind, .. }) if format!("{kind}").contains("length limit exceeded") => {
+        Err(EdgeError::Origin { kind, .. })
+            if format!("{kind}").contains("length limit exceeded") =>
+        {
             return Err(EdgeError::PayloadTooLarge(max));
         }
         other => other?,
@@ -536,7 +595,11 @@ async fn pass_unsafe(
     if unsafe_method && (status.is_success() || status.is_redirection()) {
         invalidate(state, primary);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(target) = response.headers().get(&name).and_then(|v| same_host_target(v, host)) {
+            if let Some(target) = response
+                .headers()
+                .get(&name)
+                .and_then(|v| same_host_target(v, host))
+            {
                 let target = normalise_target(&target, &site.query);
                 invalidate(state, &CacheKey::new(&site.name, host, &target));
             }

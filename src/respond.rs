@@ -156,7 +156,10 @@ pub fn respond(
         .unwrap_or(0);
     let rep = &meta.reps[index];
 
-    let mut headers = stored_headers(meta);
+    let mut headers = entry
+        .header_block
+        .get_or_init(|| stored_headers(meta))
+        .clone();
     if let Ok(v) = HeaderValue::from_str(&rep.etag) {
         headers.insert(header::ETAG, v);
     }
@@ -171,7 +174,10 @@ pub fn respond(
     if (presentation.compressible || meta.reps.len() > 1) && !varies_on_encoding(&headers) {
         headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    if let Some(cc) = presentation.cache_control.and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(cc) = presentation
+        .cache_control
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
         headers.insert(header::CACHE_CONTROL, cc);
     }
     headers.insert(header::AGE, HeaderValue::from(age));

@@ -15,9 +15,9 @@ use crate::cache::Cache;
 use crate::cache::key::CacheKey;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors, HostPattern, QueryMode, Site};
+use crate::error::{EdgeError, OriginFailure};
 use crate::http::immutable::ImmutableRules;
 use crate::http::path::QueryPolicy;
-use crate::error::{EdgeError, OriginFailure};
 use crate::origin::{Origin, OriginPool};
 use crate::tls::{CertWatcher, SiteCert};
 
@@ -108,10 +108,11 @@ impl Sites {
 
     /// The site serving `host` (lower-case, no port), if any.
     pub fn by_host(&self, host: &str) -> Option<&SiteRuntime> {
-        let exact = self
-            .sites
-            .iter()
-            .find(|s| s.hosts.iter().any(|p| matches!(p, HostPattern::Exact(_)) && p.matches(host)));
+        let exact = self.sites.iter().find(|s| {
+            s.hosts
+                .iter()
+                .any(|p| matches!(p, HostPattern::Exact(_)) && p.matches(host))
+        });
         if exact.is_some() {
             return exact;
         }
@@ -154,7 +155,9 @@ pub struct AppState {
     /// Fill-time compression and decoding.
     pub compressor: crate::compress::Compressor,
     /// The `Vary` variants stored per URL, to enforce `max_variants`.
-    pub variants: Arc<std::sync::Mutex<std::collections::HashMap<CacheKey, std::collections::HashSet<CacheKey>>>>,
+    pub variants: Arc<
+        std::sync::Mutex<std::collections::HashMap<CacheKey, std::collections::HashSet<CacheKey>>>,
+    >,
     sites: Arc<RwLock<Arc<Sites>>>,
     live: Arc<Live>,
 }

@@ -25,7 +25,10 @@ async fn edge_with_script() -> (TestOrigin, TestEdge, String) {
             .header("content-type", "application/javascript")
             .header("etag", "\"js1\""),
     );
-    origin.route("/page.js", Route::ok(body.clone()).header("content-type", "application/javascript"));
+    origin.route(
+        "/page.js",
+        Route::ok(body.clone()).header("content-type", "application/javascript"),
+    );
     let edge = TestEdge::start(&origin).await;
     (origin, edge, body)
 }
@@ -46,13 +49,22 @@ async fn decode(encoding: &str, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match encoding {
         "br" => {
-            async_compression::tokio::bufread::BrotliDecoder::new(bytes).read_to_end(&mut out).await.unwrap();
+            async_compression::tokio::bufread::BrotliDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .await
+                .unwrap();
         }
         "zstd" => {
-            async_compression::tokio::bufread::ZstdDecoder::new(bytes).read_to_end(&mut out).await.unwrap();
+            async_compression::tokio::bufread::ZstdDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .await
+                .unwrap();
         }
         "gzip" => {
-            async_compression::tokio::bufread::GzipDecoder::new(bytes).read_to_end(&mut out).await.unwrap();
+            async_compression::tokio::bufread::GzipDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .await
+                .unwrap();
         }
         other => panic!("unexpected encoding {other}"),
     }
@@ -62,7 +74,9 @@ async fn decode(encoding: &str, bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn first_response_is_identity_and_not_held_up_by_compression() {
     let (_origin, edge, body) = edge_with_script().await;
-    let r = edge.get_with("/page.js", &[("accept-encoding", "br, gzip")]).await;
+    let r = edge
+        .get_with("/page.js", &[("accept-encoding", "br, gzip")])
+        .await;
     assert!(cache_status(&r).contains("stored"));
     assert_eq!(r.headers().get("content-encoding"), None);
     assert_eq!(r.headers()["vary"], "accept-encoding");
@@ -75,12 +89,22 @@ async fn every_variant_decompresses_to_exactly_the_identity_bytes() {
     edge.get("/page.js").await;
     wait_for_variants(&edge, "/page.js").await;
     for encoding in ["br", "zstd", "gzip"] {
-        let r = edge.get_with("/page.js", &[("accept-encoding", encoding)]).await;
+        let r = edge
+            .get_with("/page.js", &[("accept-encoding", encoding)])
+            .await;
         assert_eq!(r.headers()["content-encoding"], encoding);
         assert_eq!(r.headers()["vary"], "accept-encoding");
         let bytes = r.bytes().await.unwrap();
-        assert!(bytes.len() < body.len() / 2, "{encoding}: {} bytes", bytes.len());
-        assert_eq!(decode(encoding, &bytes).await, body.as_bytes(), "{encoding}");
+        assert!(
+            bytes.len() < body.len() / 2,
+            "{encoding}: {} bytes",
+            bytes.len()
+        );
+        assert_eq!(
+            decode(encoding, &bytes).await,
+            body.as_bytes(),
+            "{encoding}"
+        );
     }
 }
 
@@ -111,7 +135,10 @@ async fn accept_encoding_matrix_picks_the_right_representation() {
         }
         let r = request.send().await.unwrap();
         assert_eq!(r.status(), 200, "{accept:?}");
-        let got = r.headers().get("content-encoding").map(|v| v.to_str().unwrap().to_owned());
+        let got = r
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(got.as_deref(), *expected, "Accept-Encoding: {accept:?}");
     }
 }
@@ -121,7 +148,9 @@ async fn identity_refused_and_nothing_else_acceptable_gives_406() {
     let origin = TestOrigin::start().await;
     origin.route("/tiny.txt", Route::ok("tiny"));
     let edge = TestEdge::start(&origin).await;
-    let r = edge.get_with("/tiny.txt", &[("accept-encoding", "identity;q=0")]).await;
+    let r = edge
+        .get_with("/tiny.txt", &[("accept-encoding", "identity;q=0")])
+        .await;
     assert_eq!(r.status(), 406);
 }
 
@@ -132,7 +161,9 @@ async fn each_representation_has_its_own_etag_and_any_of_them_gives_304() {
     wait_for_variants(&edge, "/app.3f9a2c1e.js").await;
     let mut etags = Vec::new();
     for encoding in ["identity", "br", "zstd", "gzip"] {
-        let r = edge.get_with("/app.3f9a2c1e.js", &[("accept-encoding", encoding)]).await;
+        let r = edge
+            .get_with("/app.3f9a2c1e.js", &[("accept-encoding", encoding)])
+            .await;
         etags.push(r.headers()["etag"].to_str().unwrap().to_owned());
     }
     assert_eq!(etags[0], "\"js1\"");
@@ -141,7 +172,10 @@ async fn each_representation_has_its_own_etag_and_any_of_them_gives_304() {
     assert_eq!(unique.len(), 4, "{etags:?}");
     for etag in &etags {
         let r = edge
-            .get_with("/app.3f9a2c1e.js", &[("accept-encoding", "br"), ("if-none-match", etag)])
+            .get_with(
+                "/app.3f9a2c1e.js",
+                &[("accept-encoding", "br"), ("if-none-match", etag)],
+            )
             .await;
         assert_eq!(r.status(), 304, "{etag}");
         assert_eq!(r.headers()["etag"], "\"js1-br\"");
@@ -153,7 +187,9 @@ async fn head_and_304_carry_the_same_headers_as_the_200() {
     let (_origin, edge, _body) = edge_with_script().await;
     edge.get("/app.3f9a2c1e.js").await;
     wait_for_variants(&edge, "/app.3f9a2c1e.js").await;
-    let get = edge.get_with("/app.3f9a2c1e.js", &[("accept-encoding", "br")]).await;
+    let get = edge
+        .get_with("/app.3f9a2c1e.js", &[("accept-encoding", "br")])
+        .await;
     let head = edge
         .client
         .head(edge.url("/app.3f9a2c1e.js"))
@@ -161,14 +197,32 @@ async fn head_and_304_carry_the_same_headers_as_the_200() {
         .send()
         .await
         .unwrap();
-    for name in ["etag", "content-encoding", "content-length", "vary", "cache-control", "content-type"] {
-        assert_eq!(get.headers().get(name), head.headers().get(name), "HEAD {name}");
+    for name in [
+        "etag",
+        "content-encoding",
+        "content-length",
+        "vary",
+        "cache-control",
+        "content-type",
+    ] {
+        assert_eq!(
+            get.headers().get(name),
+            head.headers().get(name),
+            "HEAD {name}"
+        );
     }
     let not_modified = edge
-        .get_with("/app.3f9a2c1e.js", &[("accept-encoding", "br"), ("if-none-match", "\"js1-br\"")])
+        .get_with(
+            "/app.3f9a2c1e.js",
+            &[("accept-encoding", "br"), ("if-none-match", "\"js1-br\"")],
+        )
         .await;
     for name in ["etag", "vary", "cache-control"] {
-        assert_eq!(get.headers().get(name), not_modified.headers().get(name), "304 {name}");
+        assert_eq!(
+            get.headers().get(name),
+            not_modified.headers().get(name),
+            "304 {name}"
+        );
     }
 }
 
@@ -177,7 +231,10 @@ async fn fingerprinted_names_get_the_immutable_header_and_others_do_not() {
     let (_origin, edge, _body) = edge_with_script().await;
     for _ in 0..2 {
         let r = edge.get("/app.3f9a2c1e.js").await;
-        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+        assert_eq!(
+            r.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
         let r = edge.get("/page.js").await;
         assert_eq!(r.headers()["cache-control"], "max-age=3600");
     }
@@ -186,7 +243,10 @@ async fn fingerprinted_names_get_the_immutable_header_and_others_do_not() {
 #[tokio::test]
 async fn immutable_header_only_for_responses_that_were_storable() {
     let origin = TestOrigin::start().await;
-    origin.route("/app.3f9a2c1e.js", Route::ok("x").header("cache-control", "no-store"));
+    origin.route(
+        "/app.3f9a2c1e.js",
+        Route::ok("x").header("cache-control", "no-store"),
+    );
     let edge = TestEdge::start(&origin).await;
     let r = edge.get("/app.3f9a2c1e.js").await;
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -205,12 +265,18 @@ async fn an_origin_that_sends_gzip_is_decoded_and_reencoded() {
     );
     let edge = TestEdge::start(&origin).await;
     let first = edge.get("/gz.js").await;
-    assert!(cache_status(&first).contains("stored"), "{}", cache_status(&first));
+    assert!(
+        cache_status(&first).contains("stored"),
+        "{}",
+        cache_status(&first)
+    );
     assert_eq!(first.headers().get("content-encoding"), None);
     assert_eq!(first.text().await.unwrap(), body);
     wait_for_variants(&edge, "/gz.js").await;
     for encoding in ["br", "gzip"] {
-        let r = edge.get_with("/gz.js", &[("accept-encoding", encoding)]).await;
+        let r = edge
+            .get_with("/gz.js", &[("accept-encoding", encoding)])
+            .await;
         assert_eq!(r.headers()["content-encoding"], encoding);
         let bytes = r.bytes().await.unwrap();
         assert_eq!(decode(encoding, &bytes).await, body.as_bytes());
@@ -220,11 +286,18 @@ async fn an_origin_that_sends_gzip_is_decoded_and_reencoded() {
 #[tokio::test]
 async fn an_undecodable_body_is_passed_through_uncached() {
     let origin = TestOrigin::start().await;
-    origin.route("/bad.js", Route::ok("not gzip at all").header("content-encoding", "gzip"));
+    origin.route(
+        "/bad.js",
+        Route::ok("not gzip at all").header("content-encoding", "gzip"),
+    );
     let edge = TestEdge::start(&origin).await;
     for _ in 0..2 {
         let r = edge.get("/bad.js").await;
-        assert!(cache_status(&r).contains("detail=undecodable"), "{}", cache_status(&r));
+        assert!(
+            cache_status(&r).contains("detail=undecodable"),
+            "{}",
+            cache_status(&r)
+        );
         assert_eq!(r.headers()["content-encoding"], "gzip");
     }
     assert_eq!(origin.hits(), 2);
@@ -235,7 +308,12 @@ async fn a_range_request_is_answered_from_the_identity_representation() {
     let (_origin, edge, body) = edge_with_script().await;
     edge.get("/page.js").await;
     wait_for_variants(&edge, "/page.js").await;
-    let r = edge.get_with("/page.js", &[("accept-encoding", "br"), ("range", "bytes=0-9")]).await;
+    let r = edge
+        .get_with(
+            "/page.js",
+            &[("accept-encoding", "br"), ("range", "bytes=0-9")],
+        )
+        .await;
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers().get("content-encoding"), None);
     assert_eq!(r.text().await.unwrap(), &body[..10]);

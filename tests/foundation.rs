@@ -10,18 +10,28 @@ use common::{Misbehaviour, Route, TestEdge, TestOrigin, cache_status};
 #[tokio::test]
 async fn miss_then_hit() {
     let origin = TestOrigin::start().await;
-    origin.route("/a.css", Route::ok("body { color: red }").header("content-type", "text/css"));
+    origin.route(
+        "/a.css",
+        Route::ok("body { color: red }").header("content-type", "text/css"),
+    );
     let edge = TestEdge::start(&origin).await;
 
     let first = edge.get("/a.css").await;
     assert_eq!(first.status(), 200);
     let status = cache_status(&first);
-    assert!(status.contains("fwd=uri-miss") && status.contains("stored"), "{status}");
+    assert!(
+        status.contains("fwd=uri-miss") && status.contains("stored"),
+        "{status}"
+    );
     assert_eq!(first.text().await.unwrap(), "body { color: red }");
 
     let second = edge.get("/a.css").await;
     assert_eq!(second.status(), 200);
-    assert!(cache_status(&second).contains("hit"), "{}", cache_status(&second));
+    assert!(
+        cache_status(&second).contains("hit"),
+        "{}",
+        cache_status(&second)
+    );
     assert!(second.headers().contains_key("age"));
     assert_eq!(second.headers()["content-type"], "text/css");
     assert_eq!(second.text().await.unwrap(), "body { color: red }");
@@ -55,8 +65,14 @@ async fn thousand_concurrent_cold_requests_make_one_origin_request() {
 #[tokio::test]
 async fn no_store_and_private_responses_are_never_stored() {
     let origin = TestOrigin::start().await;
-    origin.route("/ns", Route::ok("secret").header("cache-control", "no-store"));
-    origin.route("/p", Route::ok("mine").header("cache-control", "private, max-age=60"));
+    origin.route(
+        "/ns",
+        Route::ok("secret").header("cache-control", "no-store"),
+    );
+    origin.route(
+        "/p",
+        Route::ok("mine").header("cache-control", "private, max-age=60"),
+    );
     let edge = TestEdge::start(&origin).await;
     for path in ["/ns", "/p"] {
         for _ in 0..3 {
@@ -114,7 +130,11 @@ async fn unknown_host_gets_421_and_never_reaches_origin() {
         .send()
         .await
         .unwrap();
-    assert_eq!(bare.status(), 421, "a wildcard does not match its bare domain");
+    assert_eq!(
+        bare.status(),
+        421,
+        "a wildcard does not match its bare domain"
+    );
     assert_eq!(origin.hits(), 1);
 }
 
@@ -136,12 +156,19 @@ async fn post_passes_through_with_its_body_and_invalidates_the_url() {
     assert_eq!(posted.status(), 200);
     assert!(cache_status(&posted).contains("fwd=method"));
     let seen = origin.seen();
-    let post = seen.iter().find(|s| s.method == "POST").expect("origin saw the POST");
+    let post = seen
+        .iter()
+        .find(|s| s.method == "POST")
+        .expect("origin saw the POST");
     assert_eq!(post.body, b"payload");
 
     origin.route("/doc", Route::ok("v2"));
     let after = edge.get("/doc").await;
-    assert!(!cache_status(&after).contains("hit"), "{}", cache_status(&after));
+    assert!(
+        !cache_status(&after).contains("hit"),
+        "{}",
+        cache_status(&after)
+    );
     assert_eq!(after.text().await.unwrap(), "v2");
 }
 
@@ -152,7 +179,13 @@ async fn failed_post_does_not_invalidate() {
     let edge = TestEdge::start(&origin).await;
     edge.get("/doc").await;
     origin.route("/doc", Route::ok("nope").status(500));
-    let posted = edge.client.post(edge.url("/doc")).body("x").send().await.unwrap();
+    let posted = edge
+        .client
+        .post(edge.url("/doc"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(posted.status(), 500);
     // The GET entry is untouched because the POST failed.
     origin.route("/doc", Route::ok("v2"));
@@ -232,12 +265,19 @@ async fn body_cut_off_mid_transfer_is_not_stored() {
     for path in ["/reset", "/short", "/chunks"] {
         let r = edge.get(path).await;
         assert_eq!(r.status(), 502, "{path}");
-        assert!(cache_status(&r).contains("fwd-status=502"), "{}", cache_status(&r));
+        assert!(
+            cache_status(&r).contains("fwd-status=502"),
+            "{}",
+            cache_status(&r)
+        );
         // Now the origin behaves: the next request gets the true, whole body.
         origin.route(path, Route::ok(body.clone()));
         let r = edge.get(path).await;
         assert_eq!(r.status(), 200);
-        assert!(!cache_status(&r).contains("hit"), "{path}: nothing partial was stored");
+        assert!(
+            !cache_status(&r).contains("hit"),
+            "{path}: nothing partial was stored"
+        );
         assert_eq!(r.text().await.unwrap(), body);
     }
 }
@@ -245,7 +285,10 @@ async fn body_cut_off_mid_transfer_is_not_stored() {
 #[tokio::test]
 async fn origin_errors_are_passed_through_uncached() {
     let origin = TestOrigin::start().await;
-    origin.route("/boom", Route::ok("boom").status(503).without("cache-control"));
+    origin.route(
+        "/boom",
+        Route::ok("boom").status(503).without("cache-control"),
+    );
     let edge = TestEdge::start(&origin).await;
     for _ in 0..2 {
         let r = edge.get("/boom").await;
@@ -257,11 +300,18 @@ async fn origin_errors_are_passed_through_uncached() {
 #[tokio::test]
 async fn slow_origin_times_out_with_504() {
     let origin = TestOrigin::start().await;
-    origin.route("/slow", Route::ok("late").misbehave(Misbehaviour::Slow(Duration::from_secs(5))));
+    origin.route(
+        "/slow",
+        Route::ok("late").misbehave(Misbehaviour::Slow(Duration::from_secs(5))),
+    );
     let edge = TestEdge::start(&origin).await;
     let r = edge.get("/slow").await;
     assert_eq!(r.status(), 504);
-    assert!(cache_status(&r).contains("detail=origin-timeout"), "{}", cache_status(&r));
+    assert!(
+        cache_status(&r).contains("detail=origin-timeout"),
+        "{}",
+        cache_status(&r)
+    );
 }
 
 #[tokio::test]
@@ -286,13 +336,24 @@ async fn default_config_serves_the_sample_site_through_the_cache() {
     let text = text
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
         .replace("listen = \"127.0.0.1:9090\"", "listen = \"127.0.0.1:0\"")
-        .replace("origin = \"dir:assets\"", &format!("origin = \"dir:{}\"", root.join("assets").display()));
+        .replace(
+            "origin = \"dir:assets\"",
+            &format!("origin = \"dir:{}\"", root.join("assets").display()),
+        );
     let edge = TestEdge::start_toml(&text, dir).await;
     let first = edge.get("/").await;
     assert_eq!(first.status(), 200);
-    assert!(cache_status(&first).contains("stored"), "{}", cache_status(&first));
+    assert!(
+        cache_status(&first).contains("stored"),
+        "{}",
+        cache_status(&first)
+    );
     let second = edge.get("/").await;
-    assert!(cache_status(&second).contains("hit"), "{}", cache_status(&second));
+    assert!(
+        cache_status(&second).contains("hit"),
+        "{}",
+        cache_status(&second)
+    );
     assert!(second.text().await.unwrap().contains("edge sample site"));
 }
 

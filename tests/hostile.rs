@@ -33,7 +33,11 @@ async fn oversized_request_head_gets_431() {
     let origin = TestOrigin::start().await;
     let edge = edge_with_limits(&origin, "max_header_bytes = \"8KiB\"").await;
     let big = "a".repeat(16 * 1024);
-    let answer = raw(&edge, format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").as_bytes()).await;
+    let answer = raw(
+        &edge,
+        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert_eq!(origin.hits(), 0);
 }
@@ -74,7 +78,13 @@ async fn oversized_pass_through_body_gets_413() {
         .unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(origin.hits(), 0);
-    let small = edge.client.post(edge.url("/upload")).body("tiny").send().await.unwrap();
+    let small = edge
+        .client
+        .post(edge.url("/upload"))
+        .body("tiny")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(small.status(), 200);
 }
 
@@ -93,7 +103,9 @@ async fn slow_drip_request_head_is_cut_off() {
             break;
         }
         let mut buf = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
+        {
             closed = true;
             break;
         }
@@ -105,11 +117,18 @@ async fn slow_drip_request_head_is_cut_off() {
 #[tokio::test]
 async fn idle_connection_is_closed() {
     let origin = TestOrigin::start().await;
-    let edge = edge_with_limits(&origin, "idle_timeout = \"1s\"\nheader_read_timeout = \"30s\"").await;
+    let edge = edge_with_limits(
+        &origin,
+        "idle_timeout = \"1s\"\nheader_read_timeout = \"30s\"",
+    )
+    .await;
     let mut stream = TcpStream::connect(edge.running.addr).await.unwrap();
     let mut buf = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "idle connection must be closed: {read:?}");
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "idle connection must be closed: {read:?}"
+    );
 }
 
 #[tokio::test]
@@ -121,10 +140,14 @@ async fn a_slow_client_does_not_block_others() {
     let mut stalled = Vec::new();
     for _ in 0..20 {
         let mut s = TcpStream::connect(edge.running.addr).await.unwrap();
-        s.write_all(b"GET /fast HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        s.write_all(b"GET /fast HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
         stalled.push(s);
     }
-    let r = tokio::time::timeout(Duration::from_secs(2), edge.get("/fast")).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), edge.get("/fast"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "fast");
 }
@@ -142,7 +165,10 @@ async fn get_with_a_body_is_never_keyed_or_forwarded_on_it() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "true bytes");
-    assert!(origin.seen()[0].body.is_empty(), "the GET body never reaches the origin");
+    assert!(
+        origin.seen()[0].body.is_empty(),
+        "the GET body never reaches the origin"
+    );
     let clean = edge.get("/k").await;
     assert!(cache_status(&clean).contains("hit"));
     assert_eq!(clean.text().await.unwrap(), "true bytes");
@@ -164,7 +190,12 @@ async fn url_rewriting_headers_never_reach_the_origin() {
     )
     .await;
     let seen = &origin.seen()[0];
-    for name in ["x-original-url", "x-rewrite-url", "x-forwarded-host", "x-http-method-override"] {
+    for name in [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-forwarded-host",
+        "x-http-method-override",
+    ] {
         assert_eq!(seen.header(name), None, "{name}");
     }
 }
@@ -175,9 +206,18 @@ async fn dot_segments_and_encoding_tricks_name_one_entry_and_one_origin_path() {
     origin.route("/static/app.js", Route::ok("app"));
     let edge = edge_with_limits(&origin, "").await;
     edge.get("/static/app.js").await;
-    for tricky in ["/static/./app.js", "/x/../static/app.js", "/static/%61pp.js", "/static/%2e/app.js"] {
+    for tricky in [
+        "/static/./app.js",
+        "/x/../static/app.js",
+        "/static/%61pp.js",
+        "/static/%2e/app.js",
+    ] {
         let r = edge.get(tricky).await;
-        assert!(cache_status(&r).contains("hit"), "{tricky}: {}", cache_status(&r));
+        assert!(
+            cache_status(&r).contains("hit"),
+            "{tricky}: {}",
+            cache_status(&r)
+        );
         assert_eq!(r.text().await.unwrap(), "app");
     }
     assert_eq!(origin.hits(), 1);
@@ -198,9 +238,25 @@ async fn query_policies_shape_the_key_and_the_forwarded_target() {
     let get = |host: &'static str, path: &'static str| {
         edge.client.get(edge.url(path)).header("host", host).send()
     };
-    assert_eq!(get("sort.test", "/q?b=2&a=1").await.unwrap().text().await.unwrap(), "sorted");
+    assert_eq!(
+        get("sort.test", "/q?b=2&a=1")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "sorted"
+    );
     assert!(cache_status(&get("sort.test", "/q?a=1&b=2").await.unwrap()).contains("hit"));
-    assert_eq!(get("drop.test", "/d?utm=1").await.unwrap().text().await.unwrap(), "dropped");
+    assert_eq!(
+        get("drop.test", "/d?utm=1")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "dropped"
+    );
     assert!(cache_status(&get("drop.test", "/d?utm=2").await.unwrap()).contains("hit"));
     assert_eq!(origin.hits(), 2);
 }
@@ -239,6 +295,10 @@ async fn html_answered_for_a_static_extension_is_not_stored() {
     let edge = edge_with_limits(&origin, "").await;
     edge.get("/account/settings.css").await;
     let r = edge.get("/account/settings.css").await;
-    assert!(cache_status(&r).contains("detail=content-type-mismatch"), "{}", cache_status(&r));
+    assert!(
+        cache_status(&r).contains("detail=content-type-mismatch"),
+        "{}",
+        cache_status(&r)
+    );
     assert_eq!(origin.hits(), 2);
 }

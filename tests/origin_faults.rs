@@ -20,7 +20,10 @@ async fn assert_fault_then_recovery(path: &str, fault: Misbehaviour, status: u16
     assert!(cs.contains(&format!("detail={detail}")), "{path}: {cs}");
     origin.route(path, Route::ok(body.clone()));
     let r = edge.get(path).await;
-    assert!(!cache_status(&r).contains("hit"), "{path}: nothing partial was stored");
+    assert!(
+        !cache_status(&r).contains("hit"),
+        "{path}: nothing partial was stored"
+    );
     assert_eq!(r.text().await.unwrap(), body);
     assert!(cache_status(&edge.get(path).await).contains("hit"));
 }
@@ -37,7 +40,13 @@ async fn content_length_mismatch_is_a_502() {
 
 #[tokio::test]
 async fn truncated_chunked_body_is_a_502() {
-    assert_fault_then_recovery("/chunks", Misbehaviour::TruncatedChunked, 502, "origin-protocol").await;
+    assert_fault_then_recovery(
+        "/chunks",
+        Misbehaviour::TruncatedChunked,
+        502,
+        "origin-protocol",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -47,19 +56,35 @@ async fn garbage_status_line_is_a_502() {
 
 #[tokio::test]
 async fn timeout_before_headers_is_a_504() {
-    assert_fault_then_recovery("/slow", Misbehaviour::Slow(Duration::from_secs(5)), 504, "origin-timeout").await;
+    assert_fault_then_recovery(
+        "/slow",
+        Misbehaviour::Slow(Duration::from_secs(5)),
+        504,
+        "origin-timeout",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn slow_drip_body_is_cut_off_by_the_body_timeout() {
     // 5,500 bytes, 4 bytes every 20 ms: far past the 3 s body timeout.
-    assert_fault_then_recovery("/drip", Misbehaviour::Drip(Duration::from_millis(20)), 504, "origin-timeout").await;
+    assert_fault_then_recovery(
+        "/drip",
+        Misbehaviour::Drip(Duration::from_millis(20)),
+        504,
+        "origin-timeout",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn refused_connection_is_a_502() {
     // Bind and drop a listener: nothing listens on that port now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[site]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:{port}\"\n"
@@ -67,14 +92,21 @@ async fn refused_connection_is_a_502() {
     let edge = TestEdge::start_toml(&toml, dir).await;
     let r = edge.get("/x").await;
     assert_eq!(r.status(), 502);
-    assert!(cache_status(&r).contains("detail=origin-connect"), "{}", cache_status(&r));
+    assert!(
+        cache_status(&r).contains("detail=origin-connect"),
+        "{}",
+        cache_status(&r)
+    );
 }
 
 #[tokio::test]
 async fn a_dead_origin_is_backed_off_by_the_circuit_breaker() {
     let origin = TestOrigin::start().await;
     for path in ["/x?0", "/x?1", "/x?2", "/x?fast"] {
-        origin.route(path, Route::ok("x").misbehave(Misbehaviour::Slow(Duration::from_secs(10))));
+        origin.route(
+            path,
+            Route::ok("x").misbehave(Misbehaviour::Slow(Duration::from_secs(10))),
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
@@ -90,7 +122,18 @@ async fn a_dead_origin_is_backed_off_by_the_circuit_breaker() {
     let started = Instant::now();
     let r = edge.get("/x?fast").await;
     assert_eq!(r.status(), 502);
-    assert!(cache_status(&r).contains("detail=origin-circuit-open"), "{}", cache_status(&r));
-    assert!(started.elapsed() < Duration::from_millis(500), "fails fast, not after a timeout");
-    assert_eq!(origin.hits(), hits, "an open breaker sends nothing to the origin");
+    assert!(
+        cache_status(&r).contains("detail=origin-circuit-open"),
+        "{}",
+        cache_status(&r)
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "fails fast, not after a timeout"
+    );
+    assert_eq!(
+        origin.hits(),
+        hits,
+        "an open breaker sends nothing to the origin"
+    );
 }

@@ -39,6 +39,9 @@ pub struct Entry {
     pub bodies: Vec<Body>,
     /// When a hit on it was last passed to the disk tier's recency, in Unix seconds.
     touched: AtomicU64,
+    /// The response header block built from `meta` on first use, then cloned per
+    /// response instead of re-parsing the stored fields on every hit.
+    pub header_block: std::sync::OnceLock<http::HeaderMap>,
 }
 
 /// Where a representation's bytes are.
@@ -95,6 +98,7 @@ impl Entry {
             meta,
             bodies,
             touched: AtomicU64::new(0),
+            header_block: std::sync::OnceLock::new(),
         }
     }
 

@@ -48,7 +48,10 @@ fn normalise_percent(input: &str) -> String {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            match (bytes.get(i + 1).and_then(|&h| hex(h)), bytes.get(i + 2).and_then(|&l| hex(l))) {
+            match (
+                bytes.get(i + 1).and_then(|&h| hex(h)),
+                bytes.get(i + 2).and_then(|&l| hex(l)),
+            ) {
                 (Some(h), Some(l)) => {
                     let decoded = h * 16 + l;
                     if is_unreserved(decoded) {
@@ -177,8 +180,14 @@ mod tests {
 
     #[test]
     fn query_policies() {
-        assert_eq!(normalise_target("/p?b=2&a=1", &QueryPolicy::Keep), "/p?b=2&a=1");
-        assert_eq!(normalise_target("/p?b=2&a=1", &QueryPolicy::Sort), "/p?a=1&b=2");
+        assert_eq!(
+            normalise_target("/p?b=2&a=1", &QueryPolicy::Keep),
+            "/p?b=2&a=1"
+        );
+        assert_eq!(
+            normalise_target("/p?b=2&a=1", &QueryPolicy::Sort),
+            "/p?a=1&b=2"
+        );
         assert_eq!(normalise_target("/p?b=2&a=1", &QueryPolicy::Drop), "/p");
         let allow = QueryPolicy::Allow(vec!["v".into()]);
         assert_eq!(normalise_target("/p?utm=x&v=3", &allow), "/p?v=3");

@@ -22,7 +22,11 @@ async fn edge_with_asset() -> (TestOrigin, TestEdge) {
 async fn on_miss_and_hit(headers: &[(&str, &str)], check: impl Fn(&reqwest::Response)) {
     let (_origin, edge) = edge_with_asset().await;
     let miss = edge.get_with("/c.css", headers).await;
-    assert!(cache_status(&miss).contains("fwd=uri-miss"), "{}", cache_status(&miss));
+    assert!(
+        cache_status(&miss).contains("fwd=uri-miss"),
+        "{}",
+        cache_status(&miss)
+    );
     check(&miss);
     let hit = edge.get_with("/c.css", headers).await;
     assert!(cache_status(&hit).contains("hit"), "{}", cache_status(&hit));
@@ -48,27 +52,38 @@ async fn if_none_match_gives_304_with_the_required_headers() {
 #[tokio::test]
 async fn if_none_match_uses_weak_comparison_lists_and_star() {
     for value in ["W/\"abc\"", "\"x\", \"abc\"", "*"] {
-        on_miss_and_hit(&[("if-none-match", value)], |r| assert_eq!(r.status(), 304, "{value}")).await;
+        on_miss_and_hit(&[("if-none-match", value)], |r| {
+            assert_eq!(r.status(), 304, "{value}")
+        })
+        .await;
     }
-    on_miss_and_hit(&[("if-none-match", "\"other\"")], |r| assert_eq!(r.status(), 200)).await;
+    on_miss_and_hit(&[("if-none-match", "\"other\"")], |r| {
+        assert_eq!(r.status(), 200)
+    })
+    .await;
 }
 
 /// §13.1.3: If-Modified-Since not earlier than Last-Modified gives 304.
 #[tokio::test]
 async fn if_modified_since_gives_304_when_not_modified() {
-    on_miss_and_hit(&[("if-modified-since", LM)], |r| assert_eq!(r.status(), 304)).await;
-    on_miss_and_hit(&[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")], |r| {
-        assert_eq!(r.status(), 200)
+    on_miss_and_hit(&[("if-modified-since", LM)], |r| {
+        assert_eq!(r.status(), 304)
     })
+    .await;
+    on_miss_and_hit(
+        &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+        |r| assert_eq!(r.status(), 200),
+    )
     .await;
 }
 
 /// §13.1.3: If-Modified-Since is ignored when If-None-Match is present.
 #[tokio::test]
 async fn if_modified_since_is_ignored_when_if_none_match_is_present() {
-    on_miss_and_hit(&[("if-none-match", "\"other\""), ("if-modified-since", LM)], |r| {
-        assert_eq!(r.status(), 200)
-    })
+    on_miss_and_hit(
+        &[("if-none-match", "\"other\""), ("if-modified-since", LM)],
+        |r| assert_eq!(r.status(), 200),
+    )
     .await;
 }
 
@@ -82,18 +97,20 @@ async fn if_match_mismatch_gives_412() {
 /// §13.1.4: If-Unmodified-Since earlier than Last-Modified gives 412.
 #[tokio::test]
 async fn if_unmodified_since_earlier_than_last_modified_gives_412() {
-    on_miss_and_hit(&[("if-unmodified-since", "Mon, 01 Jan 2001 00:00:00 GMT")], |r| {
-        assert_eq!(r.status(), 412)
-    })
+    on_miss_and_hit(
+        &[("if-unmodified-since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+        |r| assert_eq!(r.status(), 412),
+    )
     .await;
 }
 
 /// §13.2.2: If-Match is evaluated before If-None-Match.
 #[tokio::test]
 async fn if_match_is_evaluated_before_if_none_match() {
-    on_miss_and_hit(&[("if-match", "\"nope\""), ("if-none-match", "\"abc\"")], |r| {
-        assert_eq!(r.status(), 412)
-    })
+    on_miss_and_hit(
+        &[("if-match", "\"nope\""), ("if-none-match", "\"abc\"")],
+        |r| assert_eq!(r.status(), 412),
+    )
     .await;
 }
 
@@ -101,7 +118,11 @@ async fn if_match_is_evaluated_before_if_none_match() {
 #[tokio::test]
 async fn client_conditionals_are_not_forwarded_on_a_fill() {
     let (origin, edge) = edge_with_asset().await;
-    edge.get_with("/c.css", &[("if-none-match", "\"abc\""), ("range", "bytes=0-1")]).await;
+    edge.get_with(
+        "/c.css",
+        &[("if-none-match", "\"abc\""), ("range", "bytes=0-1")],
+    )
+    .await;
     let seen = &origin.seen()[0];
     assert_eq!(seen.header("if-none-match"), None);
     assert_eq!(seen.header("range"), None);
@@ -114,7 +135,13 @@ async fn head_carries_the_same_headers_as_get() {
     edge.get("/c.css").await;
     let get = edge.get("/c.css").await;
     let head = edge.client.head(edge.url("/c.css")).send().await.unwrap();
-    for name in ["etag", "content-length", "content-type", "cache-control", "last-modified"] {
+    for name in [
+        "etag",
+        "content-length",
+        "content-type",
+        "cache-control",
+        "last-modified",
+    ] {
         assert_eq!(get.headers().get(name), head.headers().get(name), "{name}");
     }
 }

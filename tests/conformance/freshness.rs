@@ -25,7 +25,10 @@ async fn max_age_response_is_fresh_until_it_expires() {
 #[tokio::test]
 async fn s_maxage_overrides_max_age_for_a_shared_cache() {
     let origin = TestOrigin::start().await;
-    origin.route("/s", Route::ok("s").header("cache-control", "max-age=1, s-maxage=100"));
+    origin.route(
+        "/s",
+        Route::ok("s").header("cache-control", "max-age=1, s-maxage=100"),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/s").await;
     edge.advance(50);
@@ -52,7 +55,12 @@ async fn expires_in_the_past_is_not_served_from_cache() {
 #[tokio::test]
 async fn invalid_expires_is_treated_as_already_expired() {
     let origin = TestOrigin::start().await;
-    origin.route("/e0", Route::ok("e").without("cache-control").header("expires", "0"));
+    origin.route(
+        "/e0",
+        Route::ok("e")
+            .without("cache-control")
+            .header("expires", "0"),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/e0").await;
     assert!(!is_hit(&edge.get("/e0").await));
@@ -84,7 +92,12 @@ async fn expires_counts_from_the_origin_date() {
 #[tokio::test]
 async fn origin_age_counts_toward_current_age() {
     let origin = TestOrigin::start().await;
-    origin.route("/age", Route::ok("x").header("cache-control", "max-age=100").header("age", "90"));
+    origin.route(
+        "/age",
+        Route::ok("x")
+            .header("cache-control", "max-age=100")
+            .header("age", "90"),
+    );
     let edge = TestEdge::start(&origin).await;
     let first = edge.get("/age").await;
     let age: u64 = first.headers()["age"].to_str().unwrap().parse().unwrap();
@@ -99,8 +112,15 @@ async fn origin_age_counts_toward_current_age() {
 #[tokio::test]
 async fn heuristic_freshness_uses_last_modified() {
     let origin = TestOrigin::start().await;
-    let lm = httpdate::fmt_http_date(std::time::SystemTime::now() - std::time::Duration::from_secs(1000));
-    origin.route("/h", Route::ok("h").without("cache-control").header("last-modified", &lm));
+    let lm = httpdate::fmt_http_date(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(1000),
+    );
+    origin.route(
+        "/h",
+        Route::ok("h")
+            .without("cache-control")
+            .header("last-modified", &lm),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/h").await;
     // 10% of 1000 s.
@@ -114,7 +134,9 @@ async fn heuristic_freshness_uses_last_modified() {
 #[tokio::test]
 async fn no_heuristic_freshness_for_a_302() {
     let origin = TestOrigin::start().await;
-    let lm = httpdate::fmt_http_date(std::time::SystemTime::now() - std::time::Duration::from_secs(100_000));
+    let lm = httpdate::fmt_http_date(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(100_000),
+    );
     origin.route(
         "/r",
         Route::ok("")
@@ -139,7 +161,12 @@ async fn no_heuristic_freshness_for_a_302() {
 #[tokio::test]
 async fn a_404_with_max_age_is_stored() {
     let origin = TestOrigin::start().await;
-    origin.route("/gone", Route::ok("no").status(404).header("cache-control", "max-age=60"));
+    origin.route(
+        "/gone",
+        Route::ok("no")
+            .status(404)
+            .header("cache-control", "max-age=60"),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/gone").await;
     let r = edge.get("/gone").await;
@@ -151,13 +178,22 @@ async fn a_404_with_max_age_is_stored() {
 #[tokio::test]
 async fn no_cache_response_is_revalidated_before_every_reuse() {
     let origin = TestOrigin::start().await;
-    origin.route("/nc", Route::ok("body").header("cache-control", "no-cache").header("etag", "\"v1\""));
+    origin.route(
+        "/nc",
+        Route::ok("body")
+            .header("cache-control", "no-cache")
+            .header("etag", "\"v1\""),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/nc").await;
     for _ in 0..2 {
         let r = edge.get("/nc").await;
         assert_eq!(r.status(), 200);
-        assert!(cache_status(&r).contains("fwd-status=304"), "{}", cache_status(&r));
+        assert!(
+            cache_status(&r).contains("fwd-status=304"),
+            "{}",
+            cache_status(&r)
+        );
         assert_eq!(r.text().await.unwrap(), "body");
     }
     let seen = origin.seen();
@@ -169,12 +205,20 @@ async fn no_cache_response_is_revalidated_before_every_reuse() {
 #[tokio::test]
 async fn authorization_request_is_not_stored_without_explicit_permission() {
     let origin = TestOrigin::start().await;
-    origin.route("/auth", Route::ok("mine").header("cache-control", "max-age=60"));
-    origin.route("/auth-pub", Route::ok("shared").header("cache-control", "public, max-age=60"));
+    origin.route(
+        "/auth",
+        Route::ok("mine").header("cache-control", "max-age=60"),
+    );
+    origin.route(
+        "/auth-pub",
+        Route::ok("shared").header("cache-control", "public, max-age=60"),
+    );
     let edge = TestEdge::start(&origin).await;
     for _ in 0..2 {
-        edge.get_with("/auth", &[("authorization", "Bearer x")]).await;
-        edge.get_with("/auth-pub", &[("authorization", "Bearer x")]).await;
+        edge.get_with("/auth", &[("authorization", "Bearer x")])
+            .await;
+        edge.get_with("/auth-pub", &[("authorization", "Bearer x")])
+            .await;
     }
     assert_eq!(origin.hits_on("/auth"), 2);
     assert_eq!(origin.hits_on("/auth-pub"), 1);
@@ -184,7 +228,10 @@ async fn authorization_request_is_not_stored_without_explicit_permission() {
 #[tokio::test]
 async fn must_understand_overrides_no_store_for_an_understood_status() {
     let origin = TestOrigin::start().await;
-    origin.route("/mu", Route::ok("x").header("cache-control", "max-age=60, no-store, must-understand"));
+    origin.route(
+        "/mu",
+        Route::ok("x").header("cache-control", "max-age=60, no-store, must-understand"),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/mu").await;
     assert!(is_hit(&edge.get("/mu").await));

@@ -16,9 +16,18 @@ async fn successful_post_invalidates_target_and_same_host_location() {
     }
     origin.route(
         "/form",
-        Route::ok("created").status(201).header("location", "/list").header("content-location", "http://elsewhere.example/other"),
+        Route::ok("created")
+            .status(201)
+            .header("location", "/list")
+            .header("content-location", "http://elsewhere.example/other"),
     );
-    let r = edge.client.post(edge.url("/form")).body("x").send().await.unwrap();
+    let r = edge
+        .client
+        .post(edge.url("/form"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     origin.route("/form", Route::ok("/form"));
     assert!(!cache_status(&edge.get("/form").await).contains("hit"));

@@ -87,13 +87,23 @@ async fn invalid_range_is_ignored() {
 #[tokio::test]
 async fn if_range_with_an_etag_or_a_date() {
     let (_origin, edge) = edge().await;
-    let r = edge.get_with("/r.bin", &[("range", "bytes=0-0"), ("if-range", "\"r1\"")]).await;
+    let r = edge
+        .get_with("/r.bin", &[("range", "bytes=0-0"), ("if-range", "\"r1\"")])
+        .await;
     assert_eq!(r.status(), 206);
-    let r = edge.get_with("/r.bin", &[("range", "bytes=0-0"), ("if-range", "\"old\"")]).await;
+    let r = edge
+        .get_with("/r.bin", &[("range", "bytes=0-0"), ("if-range", "\"old\"")])
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), BODY);
     let r = edge
-        .get_with("/r.bin", &[("range", "bytes=0-0"), ("if-range", "Mon, 01 Jan 2001 00:00:00 GMT")])
+        .get_with(
+            "/r.bin",
+            &[
+                ("range", "bytes=0-0"),
+                ("if-range", "Mon, 01 Jan 2001 00:00:00 GMT"),
+            ],
+        )
         .await;
     assert_eq!(r.status(), 200);
     assert!(cache_status(&r).contains("hit"));

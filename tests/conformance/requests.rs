@@ -27,10 +27,18 @@ async fn client_no_cache_revalidates_when_the_site_honours_it() {
     let edge = TestEdge::start_site(&origin, "client_cache_control = \"honor\"").await;
     edge.get("/x").await;
     let r = edge.get_with("/x", &[("cache-control", "no-cache")]).await;
-    assert!(cache_status(&r).contains("fwd=request"), "{}", cache_status(&r));
+    assert!(
+        cache_status(&r).contains("fwd=request"),
+        "{}",
+        cache_status(&r)
+    );
     edge.advance(10);
     let r = edge.get_with("/x", &[("cache-control", "max-age=5")]).await;
-    assert!(cache_status(&r).contains("fwd=request"), "{}", cache_status(&r));
+    assert!(
+        cache_status(&r).contains("fwd=request"),
+        "{}",
+        cache_status(&r)
+    );
     assert_eq!(origin.hits(), 3);
 }
 
@@ -42,7 +50,9 @@ async fn max_stale_accepts_a_stale_response_when_honoured() {
     let edge = TestEdge::start_site(&origin, "client_cache_control = \"honor\"").await;
     edge.get("/ms").await;
     edge.advance(10);
-    let r = edge.get_with("/ms", &[("cache-control", "max-stale=60")]).await;
+    let r = edge
+        .get_with("/ms", &[("cache-control", "max-stale=60")])
+        .await;
     assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
     assert_eq!(origin.hits(), 1);
 }
@@ -53,10 +63,14 @@ async fn only_if_cached_gives_504_on_a_miss_and_the_entry_on_a_hit() {
     let origin = TestOrigin::start().await;
     origin.route("/o", Route::ok("o"));
     let edge = TestEdge::start(&origin).await;
-    let r = edge.get_with("/o", &[("cache-control", "only-if-cached")]).await;
+    let r = edge
+        .get_with("/o", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(r.status(), 504);
     assert_eq!(origin.hits(), 0);
     edge.get("/o").await;
-    let r = edge.get_with("/o", &[("cache-control", "only-if-cached")]).await;
+    let r = edge
+        .get_with("/o", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(r.status(), 200);
 }

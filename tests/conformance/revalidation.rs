@@ -26,7 +26,10 @@ async fn stale_entry_is_revalidated_and_a_304_updates_its_headers() {
     );
     let r = edge.get("/r").await;
     let status = cache_status(&r);
-    assert!(status.contains("fwd=stale") && status.contains("fwd-status=304"), "{status}");
+    assert!(
+        status.contains("fwd=stale") && status.contains("fwd-status=304"),
+        "{status}"
+    );
     assert_eq!(r.headers()["x-version"], "2");
     assert_eq!(r.text().await.unwrap(), "the body");
     let seen = origin.seen();
@@ -42,12 +45,21 @@ async fn stale_entry_is_revalidated_and_a_304_updates_its_headers() {
 async fn last_modified_is_used_as_a_validator() {
     let origin = TestOrigin::start().await;
     let lm = "Tue, 01 Sep 2026 10:00:00 GMT";
-    origin.route("/lm", Route::ok("x").header("cache-control", "max-age=1").header("last-modified", lm));
+    origin.route(
+        "/lm",
+        Route::ok("x")
+            .header("cache-control", "max-age=1")
+            .header("last-modified", lm),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/lm").await;
     edge.advance(5);
     let r = edge.get("/lm").await;
-    assert!(cache_status(&r).contains("fwd-status=304"), "{}", cache_status(&r));
+    assert!(
+        cache_status(&r).contains("fwd-status=304"),
+        "{}",
+        cache_status(&r)
+    );
     assert_eq!(origin.seen()[1].header("if-modified-since"), Some(lm));
 }
 
@@ -55,11 +67,21 @@ async fn last_modified_is_used_as_a_validator() {
 #[tokio::test]
 async fn a_200_to_revalidation_replaces_the_entry() {
     let origin = TestOrigin::start().await;
-    origin.route("/v", Route::ok("old").header("cache-control", "max-age=1").header("etag", "\"a\""));
+    origin.route(
+        "/v",
+        Route::ok("old")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"a\""),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/v").await;
     edge.advance(5);
-    origin.route("/v", Route::ok("new").header("cache-control", "max-age=60").header("etag", "\"b\""));
+    origin.route(
+        "/v",
+        Route::ok("new")
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"b\""),
+    );
     assert_eq!(edge.get("/v").await.text().await.unwrap(), "new");
     let r = edge.get("/v").await;
     assert!(cache_status(&r).contains("hit"));
@@ -74,7 +96,12 @@ async fn derived_etag_is_not_sent_to_the_origin() {
     origin.route("/d", Route::ok("x").header("cache-control", "max-age=1"));
     let edge = TestEdge::start(&origin).await;
     let first = edge.get("/d").await;
-    assert!(first.headers()["etag"].to_str().unwrap().starts_with("\"b3-"));
+    assert!(
+        first.headers()["etag"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"b3-")
+    );
     edge.advance(5);
     edge.get("/d").await;
     assert_eq!(origin.seen()[1].header("if-none-match"), None);
@@ -89,7 +116,9 @@ async fn concurrent_revalidations_are_coalesced() {
         Route::ok("x")
             .header("cache-control", "max-age=1")
             .header("etag", "\"c\"")
-            .misbehave(crate::common::Misbehaviour::Slow(std::time::Duration::from_millis(200))),
+            .misbehave(crate::common::Misbehaviour::Slow(
+                std::time::Duration::from_millis(200),
+            )),
     );
     let edge = TestEdge::start(&origin).await;
     edge.get("/c").await;

@@ -8,13 +8,23 @@ use crate::common::{Misbehaviour, Route, TestEdge, TestOrigin, cache_status};
 #[tokio::test]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_in_background() {
     let origin = TestOrigin::start().await;
-    origin.route("/swr", Route::ok("v1").header("cache-control", "max-age=1, stale-while-revalidate=60"));
+    origin.route(
+        "/swr",
+        Route::ok("v1").header("cache-control", "max-age=1, stale-while-revalidate=60"),
+    );
     let edge = TestEdge::start(&origin).await;
     edge.get("/swr").await;
     edge.advance(10);
-    origin.route("/swr", Route::ok("v2").header("cache-control", "max-age=100"));
+    origin.route(
+        "/swr",
+        Route::ok("v2").header("cache-control", "max-age=100"),
+    );
     let r = edge.get("/swr").await;
-    assert!(cache_status(&r).contains("detail=stale-while-revalidate"), "{}", cache_status(&r));
+    assert!(
+        cache_status(&r).contains("detail=stale-while-revalidate"),
+        "{}",
+        cache_status(&r)
+    );
     assert_eq!(r.text().await.unwrap(), "v1");
     // The background refresh lands; poll, bounded, for its effect.
     for _ in 0..100 {
@@ -42,11 +52,20 @@ async fn stale_if_error_serves_stale_when_origin_fails() {
     let origin = TestOrigin::start().await;
     let edge = TestEdge::start(&origin).await;
     for (path, failure) in [
-        ("/503", Route::ok("down").status(503).without("cache-control")),
+        (
+            "/503",
+            Route::ok("down").status(503).without("cache-control"),
+        ),
         ("/garbage", Route::ok("x").misbehave(Misbehaviour::Garbage)),
-        ("/slow", Route::ok("x").misbehave(Misbehaviour::Slow(Duration::from_secs(4)))),
+        (
+            "/slow",
+            Route::ok("x").misbehave(Misbehaviour::Slow(Duration::from_secs(4))),
+        ),
     ] {
-        origin.route(path, Route::ok("good").header("cache-control", "max-age=1, stale-if-error=600"));
+        origin.route(
+            path,
+            Route::ok("good").header("cache-control", "max-age=1, stale-if-error=600"),
+        );
         edge.get(path).await;
         edge.advance(10);
         origin.route(path, failure);
@@ -64,12 +83,18 @@ async fn must_revalidate_forbids_stale_if_error() {
     let origin = TestOrigin::start().await;
     origin.route(
         "/mr",
-        Route::ok("good").header("cache-control", "max-age=1, must-revalidate, stale-if-error=600"),
+        Route::ok("good").header(
+            "cache-control",
+            "max-age=1, must-revalidate, stale-if-error=600",
+        ),
     );
     let edge = TestEdge::start_site(&origin, "stale_if_error = \"1h\"").await;
     edge.get("/mr").await;
     edge.advance(10);
-    origin.route("/mr", Route::ok("down").status(503).without("cache-control"));
+    origin.route(
+        "/mr",
+        Route::ok("down").status(503).without("cache-control"),
+    );
     let r = edge.get("/mr").await;
     assert_eq!(r.status(), 503);
 }

@@ -6,18 +6,27 @@ use crate::common::{Route, TestEdge, TestOrigin, cache_status};
 #[tokio::test]
 async fn vary_on_accept_language_keeps_variants_apart() {
     let origin = TestOrigin::start().await;
-    origin.route("/v", Route::ok("en or fr").header("vary", "Accept-Language"));
+    origin.route(
+        "/v",
+        Route::ok("en or fr").header("vary", "Accept-Language"),
+    );
     let edge = TestEdge::start(&origin).await;
     let en = edge.get_with("/v", &[("accept-language", "en")]).await;
     assert!(cache_status(&en).contains("stored"));
     let fr = edge.get_with("/v", &[("accept-language", "fr")]).await;
-    assert!(cache_status(&fr).contains("fwd=vary-miss"), "{}", cache_status(&fr));
+    assert!(
+        cache_status(&fr).contains("fwd=vary-miss"),
+        "{}",
+        cache_status(&fr)
+    );
     assert!(cache_status(&edge.get_with("/v", &[("accept-language", "en")]).await).contains("hit"));
     assert!(cache_status(&edge.get_with("/v", &[("accept-language", "fr")]).await).contains("hit"));
     // Whitespace differences select the same variant.
     let en2 = edge.get_with("/v", &[("accept-language", "en , fr")]).await;
     assert!(cache_status(&en2).contains("vary-miss"));
-    assert!(cache_status(&edge.get_with("/v", &[("accept-language", "en,fr")]).await).contains("hit"));
+    assert!(
+        cache_status(&edge.get_with("/v", &[("accept-language", "en,fr")]).await).contains("hit")
+    );
     assert_eq!(origin.hits(), 3);
 }
 
@@ -54,6 +63,10 @@ async fn variants_per_url_are_capped() {
         edge.get_with("/cap", &[("x-token", token)]).await;
     }
     let c = edge.get_with("/cap", &[("x-token", "c")]).await;
-    assert!(cache_status(&c).contains("detail=vary-limit"), "{}", cache_status(&c));
+    assert!(
+        cache_status(&c).contains("detail=vary-limit"),
+        "{}",
+        cache_status(&c)
+    );
     assert!(cache_status(&edge.get_with("/cap", &[("x-token", "a")]).await).contains("hit"));
 }
