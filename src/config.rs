@@ -35,6 +35,8 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Address of the TLS listener (HTTP/2 and HTTP/1.1), if any.
     pub tls_listen: Option<SocketAddr>,
+    /// Runtime worker threads; 0 means one per CPU.
+    pub workers: usize,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How long a follower waits for the leader of a coalesced miss.
@@ -454,6 +456,7 @@ struct RawServer {
     listen: Option<String>,
     tls_listen: Option<String>,
     shutdown_grace: Option<String>,
+    workers: Option<usize>,
     coalesce_wait: Option<String>,
     max_header_bytes: Option<String>,
     max_headers: Option<usize>,
@@ -869,6 +872,7 @@ impl Config {
                 "127.0.0.1:8080",
             ),
             tls_listen: c.tls_listen(&raw),
+            workers: raw.server.workers.unwrap_or(0),
             shutdown_grace: c.duration(
                 "server.shutdown_grace",
                 raw.server.shutdown_grace.as_deref(),

@@ -222,6 +222,9 @@ pub struct IdleTimeout<S> {
     inner: S,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// When a byte last moved. The timer is not reset on every read and write (a
+    /// timer-wheel operation each): when it fires early it is re-armed from here.
+    last_activity: Instant,
     busy: Arc<AtomicUsize>,
 }
 
@@ -232,20 +235,28 @@ impl<S> IdleTimeout<S> {
             inner,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
+            last_activity: Instant::now(),
             busy: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     fn touch(&mut self) {
-        self.sleep.as_mut().reset(Instant::now() + self.timeout);
+        self.last_activity = Instant::now();
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         if self.busy.load(Ordering::Acquire) > 0 {
             self.touch();
-            return false;
         }
-        self.sleep.as_mut().poll(cx).is_ready()
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let deadline = self.last_activity + self.timeout;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            // Activity since the timer was armed: wait for the rest of the window.
+            self.sleep.as_mut().reset(deadline);
+        }
+        false
     }
 }
 

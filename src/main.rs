@@ -103,7 +103,14 @@ fn main() -> ExitCode {
 
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(&path)?);
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.workers > 0 {
+        builder.worker_threads(config.server.workers);
+    }
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime
         .block_on(edge::server::run(config, path.clone()))
         .with_context(|| format!("serving {}", path.display()))

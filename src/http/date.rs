@@ -103,4 +103,19 @@ mod tests {
         );
         assert_eq!(format(at(1 << 40)), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
+
+    proptest::proptest! {
+        /// Any bytes: parsing never panics.
+        #[test]
+        fn parsing_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = parse(&bytes);
+        }
+
+        /// Every whole second from 1970 to 9999 formats and parses back to itself.
+        #[test]
+        fn format_then_parse_round_trips(secs in 0u64..253_402_300_799) {
+            let t = at(secs);
+            proptest::prop_assert_eq!(parse(format(t).as_bytes()), Some(t));
+        }
+    }
 }
