@@ -186,10 +186,7 @@ pub async fn fill(
                 }
                 Err(error) => {
                     tracing::warn!(key = %req.primary, %error, "cannot decode the origin's body; passing it through uncached");
-                    let mut response = Response::new(Body::from(bytes));
-                    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                    *response.headers_mut() = origin_headers;
-                    return Ok(Filled::Pass(response, "undecodable"));
+                    return Ok(pass_whole(status, origin_headers, bytes, "undecodable"));
                 }
             }
         }
@@ -210,10 +207,7 @@ pub async fn fill(
         && meta.header("etag").is_none()
         && meta.last_modified.is_none()
     {
-        let mut response = Response::new(Body::from(bytes));
-        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-        *response.headers_mut() = origin_headers;
-        return Ok(Filled::Pass(response, "no-freshness"));
+        return Ok(pass_whole(status, origin_headers, bytes, "no-freshness"));
     }
 
     let names = vary_names(
@@ -227,10 +221,7 @@ pub async fn fill(
     } else {
         let key = variant_key(&req.primary, &names, &req.client_headers);
         if !admit_variant(&state, &site, &req.primary, &key) {
-            let mut response = Response::new(Body::from(bytes));
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            *response.headers_mut() = origin_headers;
-            return Ok(Filled::Pass(response, "vary-limit"));
+            return Ok(pass_whole(status, origin_headers, bytes, "vary-limit"));
         }
         state.cache.set_vary(&req.primary, names.clone());
         key
@@ -338,7 +329,7 @@ fn revalidated(
     {
         return None;
     }
-    let mut headers = headers_of(&stale.meta);
+    let mut headers = stale.meta.header_map();
     let replaced: Vec<&HeaderName> = fresh
         .keys()
         .filter(|n| {
@@ -372,18 +363,13 @@ fn revalidated(
     Some(state.cache.update_meta(stale, meta))
 }
 
-/// The stored fields of `meta` as a header map.
-pub fn headers_of(meta: &Meta) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(meta.headers.len());
-    for (name, value) in &meta.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(n, v);
-        }
-    }
-    headers
+/// A response whose whole body was read but may not be stored, passed on as the
+/// origin sent it.
+fn pass_whole(status: u16, headers: HeaderMap, body: Bytes, reason: &'static str) -> Filled {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    *response.headers_mut() = headers;
+    Filled::Pass(response, reason)
 }
 
 /// Why a response must not be stored, checked before its body is read.

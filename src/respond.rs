@@ -54,19 +54,6 @@ impl CacheStatus {
         }
     }
 
-    /// The short outcome for access logs and metrics.
-    pub fn outcome(&self) -> &'static str {
-        match (self.hit, self.fwd, self.collapsed) {
-            (true, _, _) => "hit",
-            (false, _, true) => "collapsed",
-            (false, Some("stale"), _) => "revalidated",
-            (false, Some("method"), _) | (false, Some("bypass"), _) => "pass",
-            (false, Some(_), _) if self.stored => "miss",
-            (false, Some(_), _) => "pass",
-            (false, None, _) => "hit",
-        }
-    }
-
     /// The field value, e.g. `edge; fwd=uri-miss; fwd-status=200; stored`.
     pub fn to_header(&self) -> HeaderValue {
         let mut s = String::from("edge");
@@ -283,17 +270,9 @@ fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> Body {
 
 /// The stored end-to-end headers, less the edge-only ones.
 fn stored_headers(meta: &Meta) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(meta.headers.len() + 8);
-    for (name, value) in &meta.headers {
-        if EDGE_ONLY.contains(&name.as_str()) {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(n, v);
-        }
+    let mut headers = meta.header_map();
+    for name in EDGE_ONLY {
+        headers.remove(name);
     }
     if let Some(ct) = meta.header("content-type")
         && !ct.is_empty()

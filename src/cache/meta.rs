@@ -108,6 +108,20 @@ impl Meta {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// The stored fields as a header map (fields that fail to parse are skipped).
+    pub fn header_map(&self) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::with_capacity(self.headers.len() + 8);
+        for (name, value) in &self.headers {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        headers
+    }
+
     /// Encodes for the disk index.
     pub fn to_bytes(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("metadata always serialises")
