@@ -56,7 +56,8 @@ pub struct Limits {
     pub max_uri_length: usize,
     /// Bytes of request body passed through to the origin; more → 413.
     pub max_request_body: u64,
-    /// Time allowed for a client to send a request head; then the connection closes.
+    /// Time an HTTP/1.1 client has to send a request head (and any client a TLS
+    /// handshake); then 408 and the connection closes.
     pub header_read_timeout: Duration,
     /// A connection with no bytes moving for this long is closed.
     pub idle_timeout: Duration,

@@ -1,21 +1,26 @@
 //! Accepting client connections, plain or TLS: HTTP/1.1 and HTTP/2 (prior knowledge,
 //! or ALPN over TLS) served by hyper, with the configured limits — request-head size and
-//! field count (431), time to send a head (and to finish a TLS handshake), idle
-//! connections, and a cap on open connections — and graceful shutdown that lets
+//! field count (431), time to send an HTTP/1.1 head (408) and to finish a TLS handshake,
+//! idle connections, and a cap on open connections — and graceful shutdown that lets
 //! in-flight requests finish.
+//!
+//! A listener serves a [`Handler`]: the client path calls the proxy directly (no router
+//! on the hit path); the admin listener serves an axum [`Router`].
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -30,26 +35,56 @@ use tower::ServiceExt;
 use crate::config::Limits;
 use crate::tls::Scheme;
 
-/// Serves `router` on `listener` until `stop` turns true, then waits up to `grace`
+/// What a listener serves: every request, with the client's address and how it came.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers `request`. Errors are answered too: the future always has a response.
+    fn call(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) -> impl Future<Output = Response<Body>> + Send + use<Self>;
+}
+
+/// The admin listener's routes. The scheme is in the request's extensions.
+impl Handler for Router {
+    fn call(
+        &self,
+        mut request: Request<Incoming>,
+        _peer: SocketAddr,
+        scheme: Scheme,
+    ) -> impl Future<Output = Response<Body>> + Send + use<> {
+        request.extensions_mut().insert(scheme);
+        let response = self.clone().oneshot(request.map(Body::new));
+        async move {
+            match response.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
+/// Serves `handler` on `listener` until `stop` turns true, then waits up to `grace`
 /// for open connections to finish their in-flight requests.
-pub async fn serve(
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    router: Router,
+    handler: H,
     limits: Limits,
     stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> io::Result<()> {
-    accept(listener, Transport::Plain, router, limits, stop, grace).await
+    accept(listener, Transport::Plain, handler, limits, stop, grace).await
 }
 
-/// Serves `router` over TLS on `listener`, like [`serve`]: the same limits, idle
-/// timeout, connection cap and draining. Each connection first completes its handshake
-/// (within `header_read_timeout`), in which `acceptor` picks the certificate and, by
-/// ALPN, HTTP/2 or HTTP/1.1. Requests carry [`Scheme::Https`] in their extensions.
-pub async fn serve_tls(
+/// Serves `handler` over TLS on `listener`, like [`serve`]: the same limits, timeouts,
+/// connection cap and draining. Each connection first completes its handshake (within
+/// `header_read_timeout`), in which `acceptor` picks the certificate and, by ALPN,
+/// HTTP/2 or HTTP/1.1.
+pub async fn serve_tls<H: Handler>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    router: Router,
+    handler: H,
     limits: Limits,
     stop: watch::Receiver<bool>,
     grace: Duration,
@@ -57,7 +92,7 @@ pub async fn serve_tls(
     accept(
         listener,
         Transport::Tls(acceptor),
-        router,
+        handler,
         limits,
         stop,
         grace,
@@ -74,10 +109,10 @@ enum Transport {
     Tls(TlsAcceptor),
 }
 
-async fn accept(
+async fn accept<H: Handler>(
     listener: TcpListener,
     transport: Transport,
-    router: Router,
+    handler: H,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
@@ -88,7 +123,8 @@ async fn accept(
         .timer(TokioTimer::new())
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
-        .header_read_timeout(limits.header_read_timeout);
+        // HeadTimeout below answers 408 instead; hyper would close without a word.
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -117,23 +153,33 @@ async fn accept(
             _ = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
+        let accepted_at = Instant::now();
         let connection = Connection {
             builder: builder.clone(),
-            router: router.clone(),
+            handler: handler.clone(),
             peer,
             // Taken now, so that draining waits for a connection still in its handshake.
             watcher: graceful.watcher(),
+            activity: Arc::new(Activity::default()),
         };
         let transport = transport.clone();
-        let (idle_timeout, handshake_timeout) = (limits.idle_timeout, limits.header_read_timeout);
+        let (idle_timeout, head_timeout) = (limits.idle_timeout, limits.header_read_timeout);
         tokio::spawn(async move {
-            let idle = IdleTimeout::new(stream, idle_timeout);
-            let busy = idle.busy.clone();
+            let idle = IdleTimeout::new(stream, idle_timeout, connection.activity.clone());
             match transport {
-                Transport::Plain => connection.serve(idle, busy, Scheme::Http).await,
+                Transport::Plain => {
+                    let head = HeadTimeout::new(idle, head_timeout, accepted_at, &connection);
+                    connection.serve(head, Scheme::Http).await
+                }
                 Transport::Tls(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(idle)).await {
-                        Ok(Ok(tls)) => connection.serve(tls, busy, Scheme::Https).await,
+                    match tokio::time::timeout(head_timeout, acceptor.accept(idle)).await {
+                        Ok(Ok(tls)) => {
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let mut head =
+                                HeadTimeout::new(tls, head_timeout, accepted_at, &connection);
+                            head.http2 = h2;
+                            connection.serve(head, Scheme::Https).await
+                        }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed")
                         }
@@ -155,35 +201,38 @@ async fn accept(
 }
 
 /// One accepted connection, ready to speak HTTP once its transport is up.
-struct Connection {
+struct Connection<H> {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    router: Router,
+    handler: H,
     peer: SocketAddr,
     watcher: Watcher,
+    activity: Arc<Activity>,
 }
 
-impl Connection {
+impl<H: Handler> Connection<H> {
     /// Serves HTTP/1.1 or HTTP/2 on `stream` until the client or a graceful shutdown
-    /// closes it. `busy` is the idle timer's count of requests being prepared.
-    async fn serve<S>(self, stream: S, busy: Arc<AtomicUsize>, scheme: Scheme)
+    /// closes it.
+    async fn serve<S>(self, stream: S, scheme: Scheme)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
             builder,
-            router,
+            handler,
             peer,
             watcher,
+            activity,
         } = self;
-        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request.extensions_mut().insert(scheme);
-            let busy = Busy::enter(busy.clone());
-            let response = router.clone().oneshot(request.map(Body::new));
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let preparing = Preparing::enter(&activity);
+            let open = Open::enter(&activity);
+            let response = handler.call(request, peer, scheme);
             async move {
                 let response = response.await;
-                drop(busy);
-                response
+                drop(preparing);
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Tracked { body, _open: open }),
+                )
             }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -198,45 +247,260 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Marks a connection busy while edge prepares a response (waiting for an origin is
-/// not the client idling).
-struct Busy(Arc<AtomicUsize>);
+/// What a connection's requests are doing, read by its timers.
+#[derive(Default)]
+struct Activity {
+    /// Requests whose response edge is still preparing (waiting for an origin is not
+    /// the client idling).
+    preparing: AtomicUsize,
+    /// Requests whose response has not been sent in full.
+    open: AtomicUsize,
+    /// Requests received so far.
+    received: AtomicU64,
+}
 
-impl Busy {
-    fn enter(count: Arc<AtomicUsize>) -> Busy {
-        count.fetch_add(1, Ordering::AcqRel);
-        Busy(count)
+/// Counts a request in [`Activity::preparing`] while it lives.
+struct Preparing(Arc<Activity>);
+
+impl Preparing {
+    fn enter(activity: &Arc<Activity>) -> Preparing {
+        activity.preparing.fetch_add(1, Ordering::AcqRel);
+        Preparing(activity.clone())
     }
 }
 
-impl Drop for Busy {
+impl Drop for Preparing {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.preparing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a request in [`Activity::open`] (and [`Activity::received`]) until its
+/// response body has been sent or dropped.
+struct Open(Arc<Activity>);
+
+impl Open {
+    fn enter(activity: &Arc<Activity>) -> Open {
+        activity.received.fetch_add(1, Ordering::AcqRel);
+        activity.open.fetch_add(1, Ordering::AcqRel);
+        Open(activity.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as open until it ends.
+struct Tracked {
+    body: Body,
+    /// Held, not read: hyper drops the body once it has been sent.
+    _open: Open,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// What an HTTP/1.1 client is sent when it does not finish a request head in time.
+fn request_timeout() -> Vec<u8> {
+    const BODY: &str = "request head not sent in time\n";
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ndate: {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        crate::http::date::format(std::time::SystemTime::now()),
+        BODY.len()
+    )
+    .into_bytes()
+}
+
+/// Bounds the time an HTTP/1.1 client takes to send a request head, from its first
+/// byte (or from the connection's start) to its end; when it runs out, the client is
+/// answered `408 Request Timeout` (if it sent part of a head) and the connection
+/// closes. Sits above TLS, so the answer is written as the client reads it. HTTP/2
+/// connections are left to the idle timeout and hyper's keep-alive pings.
+struct HeadTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    activity: Arc<Activity>,
+    /// When the head being waited for began: the first byte read while no request was
+    /// open, or the connection's start; `None` between requests.
+    head_since: Option<Instant>,
+    /// Whether any byte of that head has arrived.
+    head_bytes: bool,
+    /// [`Activity::received`] when that head began: a change means it arrived.
+    received: u64,
+    /// Checked lazily, like the idle timer: fires at or before the deadline.
+    sleep: Pin<Box<Sleep>>,
+    /// HTTP/2 (by ALPN or the connection preface): no 408s.
+    http2: bool,
+    /// Whether the connection's first bytes have been checked for the HTTP/2 preface.
+    sniffed: bool,
+}
+
+impl<S> HeadTimeout<S> {
+    fn new<H>(inner: S, timeout: Duration, since: Instant, connection: &Connection<H>) -> Self {
+        HeadTimeout {
+            inner,
+            timeout,
+            activity: connection.activity.clone(),
+            head_since: Some(since),
+            head_bytes: false,
+            received: 0,
+            sleep: Box::pin(tokio::time::sleep_until(since + timeout)),
+            http2: false,
+            sniffed: false,
+        }
+    }
+
+    /// Forgets the head being timed once hyper has received it as a request.
+    fn settle(&mut self) {
+        let received = self.activity.received.load(Ordering::Acquire);
+        if received != self.received {
+            self.received = received;
+            self.head_since = None;
+            self.head_bytes = false;
+        }
+    }
+
+    fn on_bytes(&mut self, bytes: &[u8]) {
+        if !self.sniffed {
+            self.sniffed = true;
+            const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+            let n = bytes.len().min(PREFACE.len());
+            self.http2 |= bytes[..n] == PREFACE[..n];
+        }
+        self.settle();
+        if self.activity.open.load(Ordering::Acquire) == 0 {
+            self.head_since.get_or_insert_with(Instant::now);
+            self.head_bytes = true;
+        }
+    }
+
+    /// Whether the head being waited for is overdue (registering the timer otherwise).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.settle();
+        let waiting = !self.http2 && self.activity.open.load(Ordering::Acquire) == 0;
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let deadline = match self.head_since {
+                Some(since) if waiting => since + self.timeout,
+                _ => now + self.timeout,
+            };
+            if deadline <= now {
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+        false
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.on_bytes(&buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending if self.expired(cx) => {
+                if self.head_bytes {
+                    // Best effort: one write of a few bytes into an idle connection.
+                    let this = &mut *self;
+                    if let Poll::Ready(Ok(_)) =
+                        Pin::new(&mut this.inner).poll_write(cx, &request_timeout())
+                    {
+                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                    }
+                }
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not received in time",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 /// A stream that fails with `TimedOut` once no byte has moved in either direction for
 /// its timeout while no request is being prepared, so that an idle or slow-dripping
 /// client cannot hold a connection.
-pub struct IdleTimeout<S> {
+struct IdleTimeout<S> {
     inner: S,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
     /// When a byte last moved. The timer is not reset on every read and write (a
     /// timer-wheel operation each): when it fires early it is re-armed from here.
     last_activity: Instant,
-    busy: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
 }
 
 impl<S> IdleTimeout<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, timeout: Duration) -> Self {
+    /// Wraps `inner`, idle unless `activity` has a request being prepared.
+    fn new(inner: S, timeout: Duration, activity: Arc<Activity>) -> Self {
         IdleTimeout {
             inner,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             last_activity: Instant::now(),
-            busy: Arc::new(AtomicUsize::new(0)),
+            activity,
         }
     }
 
@@ -245,7 +509,7 @@ impl<S> IdleTimeout<S> {
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.busy.load(Ordering::Acquire) > 0 {
+        if self.activity.preparing.load(Ordering::Acquire) > 0 {
             self.touch();
         }
         while self.sleep.as_mut().poll(cx).is_ready() {

@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use std::future::Future;
+
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, request};
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::cache::flight::{Flight, Leader, Outcome};
@@ -22,24 +24,57 @@ use crate::error::EdgeError;
 use crate::fill::{FillRequest, Filled, fill, variant_key};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
+use crate::listener::Handler;
 use crate::origin::{VIA, forward_headers};
 use crate::respond::{CacheStatus, Presentation, respond};
 use crate::server::{AppState, SiteRuntime};
+use crate::tls::Scheme;
 
-/// The axum handler for every client request.
+/// The client listener's handler: every request goes straight to [`handle`], with no
+/// router in between.
+#[derive(Clone)]
+pub struct Client(Arc<AppState>);
+
+impl Client {
+    /// Serves the sites of `state`.
+    pub fn new(state: AppState) -> Self {
+        Client(Arc::new(state))
+    }
+}
+
+impl Handler for Client {
+    fn call(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) -> impl Future<Output = Response<Body>> + Send + use<> {
+        let state = self.0.clone();
+        async move { handle(&state, peer, scheme, request).await }
+    }
+}
+
+/// Answers one client request, errors included, and counts and logs it.
 pub async fn handle(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request<Body>,
+    state: &AppState,
+    peer: SocketAddr,
+    scheme: Scheme,
+    mut request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
+    if scheme == Scheme::Https {
+        // Plain HTTP is the default: no extension (and no allocation) for it.
+        request.extensions_mut().insert(scheme);
+    }
     let method = request.method().clone();
-    let host = request_host(&request).unwrap_or_default();
-    let path = request.uri().path().to_owned();
-    let mut response = match serve(&state, peer, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
+    let access_log = tracing::enabled!(target: "edge::access", tracing::Level::INFO);
+    let uri = access_log.then(|| request.uri().clone());
+    let host = request_host(&request);
+    let mut response = match host {
+        Some(ref host) => serve(state, host, peer, request).await,
+        None => Err(EdgeError::BadRequest("missing or invalid Host")),
+    }
+    .unwrap_or_else(|error| error.into_response());
     let headers = response.headers_mut();
     headers
         .entry(header::AGE)
@@ -51,6 +86,14 @@ pub async fn handle(
         .any(|v| v.as_bytes() == VIA.as_bytes())
     {
         headers.append(header::VIA, HeaderValue::from_static(VIA));
+    }
+    // RFC 6797 §7.2: over TLS only, errors included.
+    if scheme == Scheme::Https
+        && let Some(hsts) = host
+            .as_deref()
+            .and_then(|h| state.sites().by_host(h)?.hsts.clone())
+    {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts);
     }
     let outcome = headers
         .get("cache-status")
@@ -70,17 +113,19 @@ pub async fn handle(
     state
         .metrics
         .request(outcome, response.status().as_u16(), encoding, sent);
-    tracing::info!(
-        target: "edge::access",
-        %method,
-        host,
-        path,
-        status = response.status().as_u16(),
-        cache = outcome,
-        bytes,
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    if let Some(uri) = uri {
+        tracing::info!(
+            target: "edge::access",
+            %method,
+            host = host.as_deref().unwrap_or_default(),
+            path = uri.path(),
+            status = response.status().as_u16(),
+            cache = outcome,
+            bytes,
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
     response
 }
 
@@ -117,8 +162,9 @@ pub fn request_host<B>(request: &Request<B>) -> Option<String> {
 
 async fn serve(
     state: &AppState,
+    host: &str,
     peer: SocketAddr,
-    request: Request<Body>,
+    request: Request<Incoming>,
 ) -> Result<Response<Body>, EdgeError> {
     let limits = &state.config.server.limits;
     let target_len = request
@@ -128,13 +174,12 @@ async fn serve(
     if target_len > limits.max_uri_length {
         return Err(EdgeError::UriTooLong(limits.max_uri_length));
     }
-    let host = request_host(&request).ok_or(EdgeError::BadRequest("missing or invalid Host"))?;
     // Borrowed from the current sites (kept alive here), not cloned, on every request.
     let sites = state.sites();
     let site = sites
-        .by_host(&host)
-        .ok_or_else(|| EdgeError::UnknownHost(host.clone()))?;
-    if let Some(redirect) = crate::tls::https_redirect(state, site, &host, &request) {
+        .by_host(host)
+        .ok_or_else(|| EdgeError::UnknownHost(host.to_owned()))?;
+    if let Some(redirect) = crate::tls::https_redirect(state, site, host, &request) {
         return Ok(redirect);
     }
     // One normalisation for the key and for what the origin is asked: they can never
@@ -143,10 +188,10 @@ async fn serve(
         request.uri().path_and_query().map_or("/", |p| p.as_str()),
         &site.query,
     );
-    let primary = CacheKey::new(&site.name, &host, &target);
+    let primary = CacheKey::new(&site.name, host, &target);
 
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return pass_unsafe(state, site, &primary, &host, peer, request).await;
+        return pass_unsafe(state, site, &primary, host, peer, request).await;
     }
     let (mut parts, _body) = request.into_parts();
     let directives =
@@ -557,7 +602,7 @@ async fn pass_unsafe(
     primary: &CacheKey,
     host: &str,
     peer: SocketAddr,
-    request: Request<Body>,
+    request: Request<Incoming>,
 ) -> Result<Response<Body>, EdgeError> {
     let (parts, body) = request.into_parts();
     let max = state.config.server.limits.max_request_body;

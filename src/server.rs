@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
+use http::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,6 +39,8 @@ pub struct SiteRuntime {
     pub query: QueryPolicy,
     /// The `Cache-Control` its stored responses are sent to clients with, by path.
     pub immutable: Arc<ImmutableRules>,
+    /// `Strict-Transport-Security` for its responses over TLS.
+    pub hsts: Option<HeaderValue>,
 }
 
 impl SiteRuntime {
@@ -101,6 +104,11 @@ impl Sites {
                     ImmutableRules::new(s.immutable.iter().map(|r| (&r.pattern, &r.cache_control)))
                         .unwrap_or_default(),
                 ),
+                // Validated with the config as a header value.
+                hsts: s
+                    .hsts
+                    .as_deref()
+                    .and_then(|v| HeaderValue::from_str(v).ok()),
             })
             .collect();
         Sites { sites }
@@ -221,17 +229,6 @@ impl AppState {
     }
 }
 
-/// The client-facing router. Over TLS, responses get their site's `hsts`.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .fallback(crate::proxy::handle)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::tls::strict_transport,
-        ))
-        .with_state(state)
-}
-
 /// The admin router: purge, stats, metrics and health (see [`crate::admin`]).
 pub fn admin_app(state: AppState) -> Router {
     crate::admin::router(state)
@@ -305,7 +302,7 @@ pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
             let task = tokio::spawn(crate::listener::serve_tls(
                 tls_listener,
                 crate::tls::acceptor(state.clone()),
-                app(state.clone()),
+                crate::proxy::Client::new(state.clone()),
                 limits.clone(),
                 stopped.clone(),
                 grace,
@@ -318,7 +315,7 @@ pub async fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let mut tasks = vec![
         tokio::spawn(crate::listener::serve(
             listener,
-            app(state.clone()),
+            crate::proxy::Client::new(state.clone()),
             limits.clone(),
             stopped.clone(),
             grace,

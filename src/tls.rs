@@ -11,8 +11,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::middleware::Next;
 use http::header::{self, HeaderValue};
 use http::{Extensions, Request, Response, StatusCode};
 use rustls::ServerConfig;
@@ -438,29 +436,6 @@ fn https_location(host: &str, port: u16, target: &str) -> String {
         443 | 0 => format!("https://{host}{target}"),
         port => format!("https://{host}:{port}{target}"),
     }
-}
-
-/// Middleware that adds the site's `hsts` value as `Strict-Transport-Security` to every
-/// response sent over TLS (RFC 6797 §7.2: never over plain HTTP), errors included.
-pub async fn strict_transport(
-    State(state): State<AppState>,
-    request: Request<Body>,
-    next: Next,
-) -> Response<Body> {
-    let hsts = if Scheme::of(request.extensions()) == Scheme::Https {
-        crate::proxy::request_host(&request)
-            .and_then(|host| state.sites().by_host(&host)?.config.hsts.clone())
-            .and_then(|v| HeaderValue::from_str(&v).ok())
-    } else {
-        None
-    };
-    let mut response = next.run(request).await;
-    if let Some(value) = hsts {
-        response
-            .headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, value);
-    }
-    response
 }
 
 #[cfg(test)]

@@ -88,30 +88,114 @@ async fn oversized_pass_through_body_gets_413() {
     assert_eq!(small.status(), 200);
 }
 
+/// Reads until the peer closes (or `limit` passes): what the client was sent.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into(), false),
+        }
+    }
+}
+
 #[tokio::test]
-async fn slow_drip_request_head_is_cut_off() {
+async fn slow_drip_request_head_gets_408_and_is_cut_off() {
     let origin = TestOrigin::start().await;
     let edge = edge_with_limits(&origin, "header_read_timeout = \"1s\"").await;
     let mut stream = TcpStream::connect(edge.running.addr).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let started = std::time::Instant::now();
-    let mut closed = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if stream.write_all(b"x-drip: 1\r\n").await.is_err() {
-            closed = true;
-            break;
+    let (mut reader, mut writer) = stream.split();
+    let drip = async {
+        // One header line every 100 ms: never a whole head, always some progress.
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writer.write_all(b"x-drip: 1\r\n").await.is_err() {
+                break;
+            }
         }
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(0)) =
-            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
-        {
-            closed = true;
-            break;
+    };
+    let read = async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
         }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let answer = tokio::select! {
+        answer = read => answer,
+        _ = drip => panic!("the connection must be closed while the client drips"),
+    };
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    assert!(
+        answer.ends_with("request head not sent in time\n"),
+        "{answer:?}"
+    );
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn connection_that_never_sends_is_closed_without_an_answer() {
+    let origin = TestOrigin::start().await;
+    let edge = edge_with_limits(
+        &origin,
+        "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"",
+    )
+    .await;
+    let mut stream = TcpStream::connect(edge.running.addr).await.unwrap();
+    let (sent, closed) = read_until_closed(&mut stream, Duration::from_secs(4)).await;
+    assert!(
+        closed,
+        "a silent connection is closed at header_read_timeout"
+    );
+    assert_eq!(sent, "", "nothing is sent to a client that asked nothing");
+}
+
+#[tokio::test]
+async fn keep_alive_between_requests_is_bounded_by_idle_not_head_timeout() {
+    let origin = TestOrigin::start().await;
+    origin.route("/k", Route::ok("kept"));
+    let edge = edge_with_limits(
+        &origin,
+        "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"",
+    )
+    .await;
+    let mut stream = TcpStream::connect(edge.running.addr).await.unwrap();
+    let request = b"GET /k HTTP/1.1\r\nhost: x\r\n\r\n";
+    for round in 0..2 {
+        stream.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).ends_with("kept") {
+            let n = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "round {round}: closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        // Longer than header_read_timeout, well inside idle_timeout.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    assert!(closed, "the connection must be closed");
-    assert!(started.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]

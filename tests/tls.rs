@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -138,12 +139,31 @@ async fn collect(response: Response<hyper::body::Incoming>) -> Answer {
     }
 }
 
-/// An HTTP/2 connection over `stream`.
-async fn h2(stream: TlsStream<TcpStream>) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+/// An HTTP/2 connection over `stream` (TLS, or plain with prior knowledge).
+async fn h2<S>(stream: S) -> hyper::client::conn::http2::SendRequest<Full<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// An HTTP/2 connection over `stream` that sends a PING every 200 ms, idle or not.
+async fn h2_pinging<S>(stream: S) -> hyper::client::conn::http2::SendRequest<Full<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(200))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(connection);
     sender
 }
@@ -219,6 +239,11 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with("").await
+    }
+
+    /// With `server_extra` lines added to `[server]`.
+    async fn start_with(server_extra: &str) -> Fixture {
         let pki = Pki::new();
         let a = pki.issue(&["a.test"]);
         let b = pki.issue(&["b.test", "*.b.test"]);
@@ -230,7 +255,11 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         a.write(dir.path(), "a");
         b.write(dir.path(), "b");
-        let toml = two_sites(&origin, "127.0.0.1:0", "127.0.0.1:0", "");
+        let toml = two_sites(&origin, "127.0.0.1:0", "127.0.0.1:0", "").replacen(
+            "[server]\n",
+            &format!("[server]\n{server_extra}\n"),
+            1,
+        );
         std::fs::write(dir.path().join("edge.toml"), &toml).unwrap();
         let edge = TestEdge::start_toml(&toml, dir).await;
         Fixture {
@@ -375,6 +404,56 @@ async fn http1_is_served_over_tls_when_the_client_offers_only_http1() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.version, Version::HTTP_11);
     assert_eq!(answer.body, "body{}");
+}
+
+#[tokio::test]
+async fn a_slow_request_head_over_tls_gets_408_inside_the_tls_session() {
+    let f = Fixture::start_with("header_read_timeout = \"1s\"").await;
+    let mut stream = connect(&f.pki.client(&[b"http/1.1"]), f.tls(), "b.test")
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /asset.css HTTP/1.1\r\nhost: b.test\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection must be closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn http2_connections_are_not_cut_by_the_head_timeout() {
+    let f = Fixture::start_with("header_read_timeout = \"1s\"").await;
+    let tls = connect(&f.pki.client(&[b"h2"]), f.tls(), "b.test")
+        .await
+        .unwrap();
+    // Clients that ping every 200 ms: bytes arrive between requests.
+    let mut over_tls = h2_pinging(tls).await;
+    let mut prior_knowledge = h2_pinging(TcpStream::connect(f.plain()).await.unwrap()).await;
+    for round in 0..2 {
+        for (sender, scheme) in [(&mut over_tls, "https"), (&mut prior_knowledge, "http")] {
+            let url = format!("{scheme}://b.test/asset.css");
+            let answer = h2_send(sender, "GET", &url, "").await;
+            assert_eq!(answer.status, 200, "round {round} over {scheme}");
+            assert_eq!(answer.version, Version::HTTP_2);
+        }
+        // Quiet for longer than header_read_timeout.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
 }
 
 #[tokio::test]
