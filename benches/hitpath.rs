@@ -274,6 +274,7 @@ fn respond_bench(c: &mut Criterion) {
         ("206 range", parts(&[("range", "bytes=1000-1999")])),
     ];
     // What proxy passes for a fingerprinted, compressible asset.
+    let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
     let presentation = Presentation {
         preference: &[
             Encoding::Br,
@@ -281,8 +282,8 @@ fn respond_bench(c: &mut Criterion) {
             Encoding::Gzip,
             Encoding::Identity,
         ],
-        compressible: true,
-        cache_control: Some("public, max-age=31536000, immutable"),
+        compressible: &|_: &Meta| true,
+        cache_control: Some(&immutable),
     };
     for (name, request) in &cases {
         group.bench_with_input(BenchmarkId::new("respond", name), request, |b, request| {

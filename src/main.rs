@@ -60,6 +60,11 @@ enum Command {
     },
 }
 
+/// mimalloc: the hit path allocates a few small objects per request (hyper, headers,
+/// bodies); glibc malloc cost ~8% of CPU per 1 KB hit in a profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -27,6 +27,12 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// Cache outcomes as the access log names them, in the order `/stats` lists them.
 pub const OUTCOMES: [&str; 6] = ["hit", "miss", "collapsed", "revalidated", "pass", "other"];
 
+/// Status classes, as `edge_requests_total` labels them.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Content codings, as `edge_response_body_bytes_total` labels them.
+const CODINGS: [&str; 5] = ["identity", "br", "zstd", "gzip", "other"];
+
 /// Purge kinds, as `/purge` reports them and metrics label them.
 pub const PURGE_KINDS: [&str; 4] = ["url", "prefix", "tag", "all"];
 
@@ -44,8 +50,11 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    requests: Family<Labels2, Counter>,
-    response_bytes: Family<Labels1, Counter>,
+    /// `edge_requests_total` by outcome and status class, resolved once: no label
+    /// lookup per request.
+    requests: [[Counter; STATUS_CLASSES.len()]; OUTCOMES.len()],
+    /// `edge_response_body_bytes_total` by coding, resolved once.
+    response_bytes: [Counter; CODINGS.len()],
     origin_seconds: HistogramFamily<SiteLabel>,
     origin_errors: Family<SiteKind, Counter>,
     coalesced: Counter,
@@ -135,6 +144,18 @@ impl Metrics {
             "Bytes an encoded variant saves over the identity body, summed per variant stored",
             compression_saved.clone(),
         );
+        let requests = OUTCOMES.map(|outcome| {
+            STATUS_CLASSES.map(|class| {
+                requests
+                    .get_or_create(&[("cache", outcome), ("status", class)])
+                    .clone()
+            })
+        });
+        let response_bytes = CODINGS.map(|coding| {
+            response_bytes
+                .get_or_create(&[("encoding", coding)])
+                .clone()
+        });
         let ready = Arc::new(AtomicBool::new(false));
         registry.register_collector(Box::new(CacheCollector {
             cache: cache.clone(),
@@ -172,31 +193,25 @@ impl Metrics {
             .unwrap_or(OUTCOMES.len() - 1);
         self.inner.outcomes[index].fetch_add(1, Ordering::Relaxed);
         let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
-        self.inner
-            .requests
-            .get_or_create(&[("cache", OUTCOMES[index]), ("status", class)])
-            .inc();
+        self.inner.requests[index][class].inc();
         if outcome == "collapsed" {
             self.inner.coalesced.inc();
         }
         if bytes > 0 {
-            let encoding = match encoding.map(str::trim) {
-                None | Some("") | Some("identity") => "identity",
-                Some("br") => "br",
-                Some("zstd") => "zstd",
-                Some("gzip") => "gzip",
-                Some(_) => "other",
+            let coding = match encoding.map(str::trim) {
+                None | Some("") | Some("identity") => 0,
+                Some("br") => 1,
+                Some("zstd") => 2,
+                Some("gzip") => 3,
+                Some(_) => 4,
             };
-            self.inner
-                .response_bytes
-                .get_or_create(&[("encoding", encoding)])
-                .inc_by(bytes);
+            self.inner.response_bytes[coding].inc_by(bytes);
         }
     }
 

@@ -3,6 +3,7 @@
 //! serve stale if the origin fails and that is allowed; miss → fill (coalesced).
 //! Every response carries `Cache-Status` and `Age` and is logged once.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -189,9 +190,12 @@ async fn serve(
         &site.query,
     );
     let primary = CacheKey::new(&site.name, host, &target);
+    let cache_control = site
+        .immutable
+        .header_for(target.split('?').next().unwrap_or(&target));
 
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return pass_unsafe(state, site, &primary, host, peer, request).await;
+        return Box::pin(pass_unsafe(state, site, &primary, host, peer, request)).await;
     }
     let (mut parts, _body) = request.into_parts();
     let directives =
@@ -204,6 +208,7 @@ async fn serve(
     let get = Get {
         state,
         site,
+        cache_control,
         primary,
         peer,
         parts,
@@ -216,6 +221,8 @@ async fn serve(
 struct Get<'a> {
     state: &'a AppState,
     site: &'a SiteRuntime,
+    /// The site's `Cache-Control` for this path (immutable rules), if any.
+    cache_control: Option<&'a HeaderValue>,
     primary: CacheKey,
     peer: SocketAddr,
     parts: request::Parts,
@@ -231,17 +238,16 @@ impl Get<'_> {
     /// Builds the response from a stored entry, presented as this site says.
     fn respond(&self, entry: &Entry, now: SystemTime, status: CacheStatus) -> Response<Body> {
         let compressor = &self.state.compressor;
-        let meta = &entry.meta;
-        let content_type = meta
-            .header("content-type")
-            .and_then(|v| std::str::from_utf8(v).ok());
-        let path = self.primary.path_and_query();
-        let path = path.split('?').next().unwrap_or(path);
+        let compressible = |meta: &crate::cache::meta::Meta| {
+            let content_type = meta
+                .header("content-type")
+                .and_then(|v| std::str::from_utf8(v).ok());
+            compressor.is_compressible(content_type, meta.identity().len)
+        };
         let presentation = Presentation {
             preference: compressor.preference(),
-            compressible: meta.reps.len() > 1
-                || compressor.is_compressible(content_type, meta.identity().len),
-            cache_control: self.site.immutable.cache_control_for(path),
+            compressible: &compressible,
+            cache_control: self.cache_control,
         };
         respond(entry, &self.parts, now, status, &presentation)
     }
@@ -251,10 +257,10 @@ impl Get<'_> {
     }
 
     /// The key this request selects: the primary key, or its `Vary` variant.
-    fn key(&self) -> CacheKey {
+    fn key(&self) -> Cow<'_, CacheKey> {
         match self.state.cache.vary(&self.primary) {
-            Some(names) => variant_key(&self.primary, &names, &self.parts.headers),
-            None => self.primary.clone(),
+            Some(names) => Cow::Owned(variant_key(&self.primary, &names, &self.parts.headers)),
+            None => Cow::Borrowed(&self.primary),
         }
     }
 
@@ -265,8 +271,7 @@ impl Get<'_> {
             }
         }
         // Variants keep changing under us: answer from the origin without the cache.
-        self.forward_uncoalesced(&self.key(), None, "vary-miss")
-            .await
+        Box::pin(self.forward_uncoalesced(&self.key(), None, "vary-miss")).await
     }
 
     /// One pass through lookup and fill; `None` to start over.
@@ -277,7 +282,8 @@ impl Get<'_> {
         match self.state.cache.lookup(&key, now).await {
             Lookup::Fresh(hit) => {
                 if self.honor() && self.client_wants_revalidation(&hit.entry, now) {
-                    return self.forward(&key, Some(hit.entry), "request").await;
+                    // The miss paths are boxed: the hit path's future stays small.
+                    return Box::pin(self.forward(&key, Some(hit.entry), "request")).await;
                 }
                 Ok(Some(self.respond(&hit.entry, now, CacheStatus::hit())))
             }
@@ -301,7 +307,7 @@ impl Get<'_> {
                     };
                     return Ok(Some(self.respond(&entry, now, status)));
                 }
-                self.forward(&key, Some(entry), "stale").await
+                Box::pin(self.forward(&key, Some(entry), "stale")).await
             }
             Lookup::Miss if only_if_cached => Err(EdgeError::NotCached),
             Lookup::Miss => {
@@ -310,7 +316,7 @@ impl Get<'_> {
                 } else {
                     "uri-miss"
                 };
-                self.forward(&key, None, reason).await
+                Box::pin(self.forward(&key, None, reason)).await
             }
         }
     }
@@ -358,7 +364,7 @@ impl Get<'_> {
                 Flight::Follower(follower) => {
                     match follower.wait(self.state.config.server.coalesce_wait).await {
                         Some(Outcome::Stored(entry)) => {
-                            if entry.key != self.key() {
+                            if entry.key != *self.key() {
                                 // The leader stored another Vary variant: start over.
                                 return Ok(None);
                             }

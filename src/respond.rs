@@ -2,7 +2,6 @@
 //! preconditions (304/412) and ranges (206/416), and build the headers — `ETag`,
 //! `Age`, `Cache-Status` (RFC 9211) and the stored end-to-end fields.
 
-use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -12,10 +11,11 @@ use http::{Response, StatusCode, request};
 
 use crate::cache::meta::BlobHash;
 use crate::cache::meta::Meta;
-use crate::cache::{Body as Stored, Entry, Segment};
+use crate::cache::{Body as Stored, Entry, HeaderBlock, Segment};
 use crate::http::conditional::{self, Precondition, Validators};
 use crate::http::encoding::{self, Encoding};
 use crate::http::range::{self, ByteRange, RangeOutcome};
+use crate::origin::VIA;
 
 /// The `Cache-Status` field (RFC 9211) for one response, by parameter.
 #[derive(Debug, Clone, Default)]
@@ -54,31 +54,84 @@ impl CacheStatus {
         }
     }
 
-    /// The field value, e.g. `edge; fwd=uri-miss; fwd-status=200; stored`.
+    /// The field value, e.g. `edge; fwd=uri-miss; fwd-status=200; stored`. Built on
+    /// the stack: one allocation, for the value itself.
     pub fn to_header(&self) -> HeaderValue {
-        let mut s = String::from("edge");
+        let mut s = StackText::default();
+        s.push("edge");
         if self.hit {
-            s.push_str("; hit");
+            s.push("; hit");
         }
         if let Some(fwd) = self.fwd {
-            let _ = write!(s, "; fwd={fwd}");
+            s.push("; fwd=");
+            s.push(fwd);
         }
         if let Some(status) = self.fwd_status {
-            let _ = write!(s, "; fwd-status={status}");
+            s.push("; fwd-status=");
+            s.push_int(status.into());
         }
         if self.stored {
-            s.push_str("; stored");
+            s.push("; stored");
         }
         if self.collapsed {
-            s.push_str("; collapsed");
+            s.push("; collapsed");
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(s, "; ttl={ttl}");
+            s.push("; ttl=");
+            s.push_int(ttl);
         }
         if let Some(detail) = self.detail {
-            let _ = write!(s, "; detail={detail}");
+            s.push("; detail=");
+            s.push(detail);
         }
-        HeaderValue::from_str(&s).expect("cache-status is ASCII")
+        HeaderValue::from_bytes(s.as_bytes()).expect("cache-status is ASCII")
+    }
+}
+
+/// A short text written on the stack. Longer writes are cut at its capacity, which
+/// every `Cache-Status` fits well within.
+struct StackText {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            buf: [0; 160],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn push(&mut self, text: &str) {
+        let n = text.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&text.as_bytes()[..n]);
+        self.len += n;
+    }
+
+    /// Appends `n` in decimal.
+    fn push_int(&mut self, n: i64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = n.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            self.push("-");
+        }
+        self.push(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -91,16 +144,20 @@ const EDGE_ONLY: [&str; 4] = [
 ];
 
 /// How a site presents stored entries to clients.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Copy)]
 pub struct Presentation<'a> {
     /// The server's encoding preference, identity last (`[compression] preference`).
     pub preference: &'a [Encoding],
-    /// Whether the object is compressible: its responses carry
-    /// `Vary: Accept-Encoding` even before its variants are ready.
-    pub compressible: bool,
+    /// Whether an object is compressible: its responses carry `Vary: Accept-Encoding`
+    /// even before its variants are ready. Asked once per entry, when its header
+    /// blocks are built.
+    pub compressible: &'a dyn Fn(&Meta) -> bool,
     /// The `Cache-Control` sent to clients instead of the origin's (immutable rules).
-    pub cache_control: Option<&'a str>,
+    pub cache_control: Option<&'a HeaderValue>,
 }
+
+/// At most this many representations: identity, br, zstd, gzip.
+const MAX_REPS: usize = 4;
 
 /// Builds the response to `request` from `entry` at `now`.
 pub fn respond(
@@ -118,22 +175,23 @@ pub fn respond(
     let age = meta.freshness.current_age(response_at, now);
 
     // Negotiation breaks ties by this order: the server's preference, identity last.
-    let mut available: Vec<Encoding> = presentation
+    let mut available = [Encoding::Identity; MAX_REPS];
+    let mut count = 0;
+    let stored = presentation
         .preference
         .iter()
-        .copied()
-        .filter(|e| meta.reps.iter().any(|r| r.encoding == *e))
-        .collect();
-    for rep in &meta.reps {
-        if !available.contains(&rep.encoding) {
-            available.push(rep.encoding);
+        .filter(|e| meta.reps.iter().any(|r| r.encoding == **e));
+    for encoding in stored.chain(meta.reps.iter().map(|r| &r.encoding)) {
+        if count < MAX_REPS && !available[..count].contains(encoding) {
+            available[count] = *encoding;
+            count += 1;
         }
     }
     let accept = request
         .headers
         .get(header::ACCEPT_ENCODING)
         .map(HeaderValue::as_bytes);
-    let Some(chosen) = encoding::negotiate(accept, &available) else {
+    let Some(chosen) = encoding::negotiate(accept, &available[..count]) else {
         return not_acceptable(status);
     };
     let index = meta
@@ -143,54 +201,47 @@ pub fn respond(
         .unwrap_or(0);
     let rep = &meta.reps[index];
 
-    let mut headers = entry
-        .header_block
-        .get_or_init(|| stored_headers(meta))
-        .clone();
-    if let Ok(v) = HeaderValue::from_str(&rep.etag) {
-        headers.insert(header::ETAG, v);
-    }
-    if rep.encoding != Encoding::Identity {
-        headers.insert(
-            header::CONTENT_ENCODING,
-            HeaderValue::from_static(rep.encoding.as_str()),
-        );
-    }
-    // RFC 9110 §12.5.5: every response of an object that has (or will have) encoded
-    // representations says the choice depends on Accept-Encoding.
-    if (presentation.compressible || meta.reps.len() > 1) && !varies_on_encoding(&headers) {
-        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
-    }
-    if let Some(cc) = presentation
-        .cache_control
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        headers.insert(header::CACHE_CONTROL, cc);
-    }
-    headers.insert(header::AGE, HeaderValue::from(age));
-    headers.insert("cache-status", status.to_header());
-
     // RFC 9110 §13.2.2: preconditions before Range.
-    let other_etags: Vec<&str> = meta
+    let mut other_etags = [""; MAX_REPS];
+    let mut others = 0;
+    for r in meta
         .reps
         .iter()
         .filter(|r| r.etag != rep.etag)
-        .map(|r| r.etag.as_str())
-        .collect();
+        .take(MAX_REPS)
+    {
+        other_etags[others] = &r.etag;
+        others += 1;
+    }
     let validators = Validators {
         etag: Some(&rep.etag),
-        other_etags: &other_etags,
+        other_etags: &other_etags[..others],
         last_modified: meta.last_modified_at(),
     };
-    match conditional::evaluate(&request.method, &request.headers, &validators) {
-        Precondition::NotModified => return not_modified(headers),
+    let precondition = conditional::evaluate(&request.method, &request.headers, &validators);
+
+    let blocks = entry
+        .header_blocks
+        .get_or_init(|| header_blocks(entry, (presentation.compressible)(meta)));
+    let block = &blocks[index];
+    let mut headers = match precondition {
+        Precondition::NotModified => block.not_modified.clone(),
+        _ => block.full.clone(),
+    };
+    // Age and Cache-Status replace the block's placeholders: no growth, no rehash.
+    headers.insert(header::AGE, HeaderValue::from(age));
+    headers.insert(CACHE_STATUS, status.to_header());
+    if let Some(cc) = presentation.cache_control {
+        headers.insert(header::CACHE_CONTROL, cc.clone());
+    }
+    match precondition {
+        Precondition::NotModified => return empty(StatusCode::NOT_MODIFIED, headers),
         Precondition::Failed => return precondition_failed(headers),
         Precondition::Proceed => {}
     }
 
     let status_code = StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK);
     if status_code == StatusCode::OK {
-        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         // RFC 9110 §14.2: ranges apply to the selected representation. edge answers
         // Range requests from the identity representation so that offsets mean the
         // same bytes whatever the client accepts.
@@ -216,7 +267,6 @@ pub fn respond(
     }
 
     let stored = &entry.bodies[index];
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.len()));
     let whole = if stored.is_empty() {
         Vec::new()
     } else {
@@ -268,6 +318,63 @@ fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> Body {
     }
 }
 
+/// `Cache-Status` (RFC 9211).
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Per representation of `entry`, the fields of its full response and of a 304 for
+/// it (RFC 9110 §15.4.5), with placeholders for `Age` and `Cache-Status`: the stored
+/// end-to-end fields, `ETag`, `Content-Encoding`, `Vary`, `Accept-Ranges` and
+/// `Content-Length`.
+fn header_blocks(entry: &Entry, compressible: bool) -> Box<[HeaderBlock]> {
+    let meta = &entry.meta;
+    let stored = stored_headers(meta);
+    // RFC 9110 §12.5.5: every response of an object that has (or will have) encoded
+    // representations says the choice depends on Accept-Encoding.
+    let vary = (compressible || meta.reps.len() > 1) && !varies_on_encoding(&stored);
+    meta.reps
+        .iter()
+        .zip(&entry.bodies)
+        .map(|(rep, body)| {
+            let mut full = stored.clone();
+            if let Ok(v) = HeaderValue::from_str(&rep.etag) {
+                full.insert(header::ETAG, v);
+            }
+            if rep.encoding != Encoding::Identity {
+                full.insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(rep.encoding.as_str()),
+                );
+            }
+            if vary {
+                full.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+            }
+            if meta.status == 200 {
+                full.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
+            full.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            // RFC 9110 §7.6.3, as every response gets it: here, so that it need not be
+            // appended (growing the map) on each hit.
+            if !full.get_all(header::VIA).iter().any(|v| v == VIA) {
+                full.append(header::VIA, HeaderValue::from_static(VIA));
+            }
+            full.insert(header::AGE, HeaderValue::from_static("0"));
+            full.insert(CACHE_STATUS, HeaderValue::from_static("edge"));
+            let mut not_modified = HeaderMap::new();
+            for name in conditional::not_modified_headers() {
+                for v in full.get_all(name) {
+                    not_modified.append(name.clone(), v.clone());
+                }
+            }
+            for v in full.get_all(header::VIA) {
+                not_modified.append(header::VIA, v.clone());
+            }
+            not_modified.insert(header::AGE, HeaderValue::from_static("0"));
+            not_modified.insert(CACHE_STATUS, HeaderValue::from_static("edge"));
+            HeaderBlock { full, not_modified }
+        })
+        .collect()
+}
+
 /// The stored end-to-end headers, less the edge-only ones.
 fn stored_headers(meta: &Meta) -> HeaderMap {
     let mut headers = meta.header_map();
@@ -292,22 +399,6 @@ fn empty(status: StatusCode, headers: HeaderMap) -> Response<Body> {
     response
 }
 
-/// 304 with the fields RFC 9110 §15.4.5 requires of it, and `Age`/`Cache-Status`.
-fn not_modified(full: HeaderMap) -> Response<Body> {
-    let mut headers = HeaderMap::new();
-    for name in conditional::not_modified_headers() {
-        for v in full.get_all(name) {
-            headers.append(name.clone(), v.clone());
-        }
-    }
-    for name in [header::AGE, HeaderName::from_static("cache-status")] {
-        if let Some(v) = full.get(&name) {
-            headers.insert(name, v.clone());
-        }
-    }
-    empty(StatusCode::NOT_MODIFIED, headers)
-}
-
 fn precondition_failed(full: HeaderMap) -> Response<Body> {
     let mut headers = HeaderMap::new();
     for name in [header::ETAG, header::LAST_MODIFIED, header::DATE] {
@@ -315,8 +406,8 @@ fn precondition_failed(full: HeaderMap) -> Response<Body> {
             headers.insert(name, v.clone());
         }
     }
-    if let Some(v) = full.get("cache-status") {
-        headers.insert("cache-status", v.clone());
+    if let Some(v) = full.get(CACHE_STATUS) {
+        headers.insert(CACHE_STATUS, v.clone());
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     empty(StatusCode::PRECONDITION_FAILED, headers)
@@ -343,7 +434,7 @@ fn not_acceptable(status: CacheStatus) -> Response<Body> {
         .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     response
         .headers_mut()
-        .insert("cache-status", status.to_header());
+        .insert(CACHE_STATUS, status.to_header());
     response
 }
 
@@ -414,4 +505,45 @@ fn partial(
 /// hash so that every edge node gives the same ETag for the same bytes.
 pub fn derived_etag(hash: &crate::cache::meta::BlobHash) -> String {
     format!("\"b3-{}\"", &hash.to_hex()[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_status_lists_its_parameters_in_order() {
+        let status = CacheStatus {
+            fwd_status: Some(200),
+            stored: true,
+            collapsed: true,
+            ..CacheStatus::forward("uri-miss")
+        };
+        assert_eq!(
+            status.to_header(),
+            "edge; fwd=uri-miss; fwd-status=200; stored; collapsed"
+        );
+        let hit = CacheStatus {
+            ttl: Some(-42),
+            detail: Some("max-stale"),
+            ..CacheStatus::hit()
+        };
+        assert_eq!(hit.to_header(), "edge; hit; ttl=-42; detail=max-stale");
+        for (ttl, text) in [
+            (0, "0"),
+            (7, "7"),
+            (3600, "3600"),
+            (i64::MAX, "9223372036854775807"),
+            (i64::MIN, "-9223372036854775808"),
+        ] {
+            let status = CacheStatus {
+                ttl: Some(ttl),
+                ..CacheStatus::hit()
+            };
+            assert_eq!(
+                status.to_header(),
+                format!("edge; hit; ttl={text}").as_str()
+            );
+        }
+    }
 }

@@ -39,9 +39,18 @@ pub struct Entry {
     pub bodies: Vec<Body>,
     /// When a hit on it was last passed to the disk tier's recency, in Unix seconds.
     touched: AtomicU64,
-    /// The response header block built from `meta` on first use, then cloned per
-    /// response instead of re-parsing the stored fields on every hit.
-    pub header_block: std::sync::OnceLock<http::HeaderMap>,
+    /// Per representation, the response header block built from `meta` on first use,
+    /// then cloned per response instead of rebuilt on every hit (see
+    /// [`crate::respond`]).
+    pub header_blocks: std::sync::OnceLock<Box<[HeaderBlock]>>,
+}
+
+/// One representation's response fields, prebuilt by [`crate::respond`].
+pub struct HeaderBlock {
+    /// For a full (200, or the stored status) response.
+    pub full: http::HeaderMap,
+    /// For a 304 (RFC 9110 §15.4.5).
+    pub not_modified: http::HeaderMap,
 }
 
 /// Where a representation's bytes are.
@@ -98,7 +107,7 @@ impl Entry {
             meta,
             bodies,
             touched: AtomicU64::new(0),
-            header_block: std::sync::OnceLock::new(),
+            header_blocks: std::sync::OnceLock::new(),
         }
     }
 
@@ -349,7 +358,8 @@ impl Cache {
                 };
                 let stamp = self.stamp(key);
                 let max = self.inner.memory.max_entry();
-                let Some(entry) = disk.lookup(key, generation, max).await else {
+                // Boxed: a memory hit's future need not hold the disk read's.
+                let Some(entry) = Box::pin(disk.lookup(key, generation, max)).await else {
                     return Lookup::Miss;
                 };
                 if entry.in_memory() && entry.memory_bytes() <= max {

@@ -6,6 +6,8 @@
 //! Pure: no IO. The caller applies the result only to responses that were storable in
 //! the first place; paths no rule names keep the origin's header.
 
+use http::HeaderValue;
+
 /// The pattern keyword for the built-in fingerprint recogniser, [`is_fingerprinted`].
 pub const FINGERPRINTED: &str = "fingerprinted";
 
@@ -25,8 +27,9 @@ pub struct ImmutableRules {
 struct Rule {
     pattern: Pattern,
     /// `None` when the configured value is empty: matching paths keep the origin's
-    /// header, so a narrow rule can exempt paths from a broader one after it.
-    cache_control: Option<String>,
+    /// header, so a narrow rule can exempt paths from a broader one after it. Held as a
+    /// header value: cloned per response, never re-validated.
+    cache_control: Option<HeaderValue>,
 }
 
 /// What a rule matches.
@@ -80,10 +83,15 @@ impl ImmutableRules {
     /// that matches; `None` when no rule matches or the matching rule's value is empty,
     /// and the origin's header stands.
     pub fn cache_control_for(&self, path: &str) -> Option<&str> {
+        self.header_for(path).and_then(|v| v.to_str().ok())
+    }
+
+    /// [`ImmutableRules::cache_control_for`] as the header value to send.
+    pub fn header_for(&self, path: &str) -> Option<&HeaderValue> {
         self.rules
             .iter()
             .find(|rule| rule.pattern.matches(path))
-            .and_then(|rule| rule.cache_control.as_deref())
+            .and_then(|rule| rule.cache_control.as_ref())
     }
 }
 
@@ -93,7 +101,7 @@ impl Default for ImmutableRules {
         ImmutableRules {
             rules: vec![Rule {
                 pattern: Pattern::Fingerprinted,
-                cache_control: Some(IMMUTABLE_CACHE_CONTROL.to_owned()),
+                cache_control: Some(HeaderValue::from_static(IMMUTABLE_CACHE_CONTROL)),
             }],
         }
     }
@@ -127,7 +135,7 @@ pub fn is_valid_glob(text: &str) -> bool {
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
 }
 
-fn parse_cache_control(text: &str) -> Result<Option<String>, RuleError> {
+fn parse_cache_control(text: &str) -> Result<Option<HeaderValue>, RuleError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -136,7 +144,9 @@ fn parse_cache_control(text: &str) -> Result<Option<String>, RuleError> {
     if text.bytes().any(|b| b.is_ascii_control() && b != b'\t') || !text.is_ascii() {
         return Err(RuleError::BadCacheControl(text.to_owned()));
     }
-    Ok(Some(text.to_owned()))
+    HeaderValue::from_str(text)
+        .map(Some)
+        .map_err(|_| RuleError::BadCacheControl(text.to_owned()))
 }
 
 /// Matches `text` against `glob`, where `*` stands for any run of bytes (`/` included)
@@ -187,13 +197,11 @@ fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
 /// path rule.
 pub fn is_fingerprinted(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    let segments: Vec<&str> = name.split('.').collect();
-    let candidates = match segments.split_last() {
-        Some((_, [])) => &segments[..],
-        Some((_extension, rest)) => rest,
-        None => return false,
-    };
-    candidates.iter().any(|segment| {
+    // Every dot-separated segment but the extension (the whole name when it has none).
+    let stem = name
+        .rsplit_once('.')
+        .map_or(name, |(stem, _extension)| stem);
+    stem.split('.').any(|segment| {
         !is_uuid(segment) && (is_hash(segment) || segment.split(['-', '_']).any(is_hash))
     })
 }
@@ -223,11 +231,11 @@ fn is_hash(s: &str) -> bool {
 
 /// `8-4-4-4-12` hex digits.
 fn is_uuid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    s.len() == 36
+        && s.split('-').count() == GROUPS.len()
+        && s.split('-')
+            .zip(GROUPS)
             .all(|(g, len)| g.len() == len && g.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
