@@ -120,7 +120,14 @@ pub struct CacheConfig {
     pub memory_object_max: u64,
     /// Most body bytes waiting to be written to disk; a store beyond it is skipped.
     pub write_queue: u64,
+    /// How long a streamed blob that hashed to its name on a full read is trusted
+    /// without hashing again, while its file is unchanged (same device, inode, length,
+    /// mtime and ctime); zero hashes every read.
+    pub verify_interval: Duration,
 }
+
+/// `cache.verify_interval` when unset.
+pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// `[origin]`.
 #[derive(Debug, Clone)]
@@ -494,6 +501,7 @@ struct RawCache {
     max_object_size: Option<String>,
     memory_object_max: Option<String>,
     write_queue: Option<String>,
+    verify_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -907,6 +915,10 @@ impl Config {
                 raw.cache.write_queue.as_deref(),
                 "256MiB",
             ),
+            verify_interval: match raw.cache.verify_interval.as_deref() {
+                None => DEFAULT_VERIFY_INTERVAL,
+                value => c.duration_or_zero("cache.verify_interval", value),
+            },
         };
         if raw.cache.dir.as_deref() == Some("") {
             c.fail("cache.dir", "must not be empty");

@@ -481,6 +481,58 @@ async fn corrupt_large_blob_aborts_the_response_instead_of_completing_it() {
     edge.stop().await;
 }
 
+#[tokio::test]
+async fn a_verified_blob_is_trusted_only_while_its_file_is_unchanged() {
+    let origin = TestOrigin::start().await;
+    let body = bytes(11, 2 << 20);
+    origin.route("/big.bin", asset(&body));
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "memory_object_max = \"256KiB\"\nverify_interval = \"1h\"";
+    let edge = TestEdge::start_in(&origin, dir.path(), extra).await;
+    assert!(edge.get("/big.bin").await.bytes().await.unwrap() == body);
+    edge.running.state.cache.flush().await;
+
+    // The first read from disk hashes the whole file; the next ones trust it.
+    for _ in 0..2 {
+        let r = edge.get("/big.bin").await;
+        assert!(cache_status(&r).contains("hit"));
+        assert!(r.bytes().await.unwrap() == body);
+    }
+    // A trusted range reads only its bytes, and they are the right ones.
+    let r = edge
+        .get_with("/big.bin", &[("range", "bytes=1500000-1500099")])
+        .await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == body[1_500_000..1_500_100]);
+    let r = edge
+        .get_with("/big.bin", &[("range", "bytes=10-19, 2000000-2000009")])
+        .await;
+    assert_eq!(r.status(), 206);
+    let multipart = r.bytes().await.unwrap();
+    assert!(multipart.windows(10).any(|w| w == &body[10..20]));
+    assert!(
+        multipart
+            .windows(10)
+            .any(|w| w == &body[2_000_000..2_000_010])
+    );
+    assert_eq!(edge.running.state.cache.corrupt_blobs(), 0);
+
+    // Rewritten in place (same length): its stamp changes, so it is hashed again and
+    // the corruption is caught.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let path = blob_of(dir.path(), &body);
+    let mut stored = std::fs::read(&path).unwrap();
+    stored[(2 << 20) - 10] ^= 1;
+    std::fs::write(&path, stored).unwrap();
+    let r = edge.get("/big.bin").await;
+    assert!(r.bytes().await.is_err(), "the body must be cut short");
+    assert_eq!(edge.running.state.cache.corrupt_blobs(), 1);
+    let r = edge.get("/big.bin").await;
+    assert!(cache_status(&r).contains("fwd=uri-miss"));
+    assert!(r.bytes().await.unwrap() == body);
+    edge.stop().await;
+}
+
 /// The real `edge` binary on a config in `dir`, killed with SIGKILL on drop.
 struct EdgeProcess {
     child: Child,

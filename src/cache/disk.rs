@@ -17,7 +17,7 @@ mod overlay;
 mod stream;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ use super::meta::{BlobHash, Rep};
 use super::{Body, Entry};
 use crate::config::CacheConfig;
 
-use self::blob::{Fault, Layout};
+use self::blob::{Fault, FileStamp, Layout};
 use self::index::Indexed;
 use self::overlay::{Overlay, Pending};
 pub use self::stream::DiskBody;
@@ -72,7 +72,14 @@ struct Shared {
     evictions: AtomicU64,
     failed: AtomicBool,
     last_warning: Mutex<Option<Instant>>,
+    /// Streamed blobs that hashed to their names on a full read: by name, the file
+    /// stamp then and when. Trusted for `verify_interval` while the stamp holds.
+    verified: Mutex<HashMap<BlobHash, (FileStamp, Instant)>>,
+    verify_interval: Duration,
 }
+
+/// Most verifications remembered; beyond it the record starts over.
+const MAX_VERIFIED: usize = 65_536;
 
 impl DiskTier {
     /// Opens (or creates) the tier under `config.dir`: removes leftovers in `tmp/`, opens
@@ -122,6 +129,8 @@ impl DiskTier {
             evictions: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             last_warning: Mutex::new(None),
+            verified: Mutex::default(),
+            verify_interval: config.verify_interval,
         });
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -407,8 +416,10 @@ impl Shared {
             let body = if whole {
                 blob::read_verified(&path, &rep.hash, rep.len).map(Body::Memory)
             } else {
-                blob::open_checked(&path, rep.len).map(|file| {
-                    Body::Disk(DiskBody::new(file, rep, key.clone(), Arc::downgrade(self)))
+                blob::open_checked(&path, rep.len).map(|(file, stamp)| {
+                    let trusted = self.trusts(&rep.hash, stamp);
+                    let body = DiskBody::new(file, rep, key.clone(), Arc::downgrade(self));
+                    Body::Disk(body.with_stamp(stamp, trusted))
                 })
             };
             match body {
@@ -436,7 +447,32 @@ impl Shared {
     }
 
     /// Counts, logs and discards a corrupt blob of `key`.
+    /// Whether the blob `hash`, whose file now has `stamp`, hashed correctly within
+    /// `verify_interval` with that same stamp.
+    fn trusts(&self, hash: &BlobHash, stamp: FileStamp) -> bool {
+        let verified = self.verified.lock().expect("verified lock poisoned");
+        verified
+            .get(hash)
+            .is_some_and(|(seen, at)| *seen == stamp && at.elapsed() < self.verify_interval)
+    }
+
+    /// Records that the blob `hash`, with `stamp`, hashed to its name just now.
+    fn verified(&self, hash: &BlobHash, stamp: FileStamp) {
+        if self.verify_interval.is_zero() {
+            return;
+        }
+        let mut verified = self.verified.lock().expect("verified lock poisoned");
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(*hash, (stamp, Instant::now()));
+    }
+
     fn corrupt_found(&self, key: &CacheKey, hash: &BlobHash, fault: &Fault) {
+        self.verified
+            .lock()
+            .expect("verified lock poisoned")
+            .remove(hash);
         self.corrupt.fetch_add(1, Ordering::Relaxed);
         let detail = match fault {
             Fault::Length { expected, found } => format!("{found} bytes, expected {expected}"),

@@ -103,16 +103,42 @@ pub fn read_verified(path: &Path, hash: &BlobHash, len: u64) -> Result<Bytes, Fa
 
 /// Opens a blob for streaming after checking its length; its bytes are verified as
 /// they are read.
-pub fn open_checked(path: &Path, len: u64) -> Result<File, Fault> {
+pub fn open_checked(path: &Path, len: u64) -> Result<(File, FileStamp), Fault> {
     let file = File::open(path).map_err(Fault::from_io)?;
-    let found = file.metadata().map_err(Fault::Io)?.len();
+    let metadata = file.metadata().map_err(Fault::Io)?;
+    let found = metadata.len();
     if found != len {
         return Err(Fault::Length {
             expected: len,
             found,
         });
     }
-    Ok(file)
+    Ok((file, FileStamp::of(&metadata)))
+}
+
+/// Which file, in which state: a blob rewritten, replaced or touched gets another
+/// stamp, so a verification recorded against the old one no longer counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(metadata: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt as _;
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        FileStamp {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            len: metadata.len(),
+            mtime_ns: ns(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_ns: ns(metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
 }
 
 /// Whether a complete-looking blob is in place (right length; content is checked on
