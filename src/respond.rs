@@ -11,7 +11,7 @@ use http::{Response, StatusCode, request};
 
 use crate::cache::meta::BlobHash;
 use crate::cache::meta::Meta;
-use crate::cache::{Body as Stored, Entry, HeaderBlock, Segment};
+use crate::cache::{Body as Stored, Entry, Segment};
 use crate::http::conditional::{self, Precondition, Validators};
 use crate::http::encoding::{self, Encoding};
 use crate::http::range::{self, ByteRange, RangeOutcome};
@@ -220,13 +220,16 @@ pub fn respond(
     };
     let precondition = conditional::evaluate(&request.method, &request.headers, &validators);
 
-    let blocks = entry
-        .header_blocks
-        .get_or_init(|| header_blocks(entry, (presentation.compressible)(meta)));
-    let block = &blocks[index];
+    let block = &entry.header_blocks[index];
+    let full = block
+        .full
+        .get_or_init(|| full_block(entry, index, (presentation.compressible)(meta)));
     let mut headers = match precondition {
-        Precondition::NotModified => block.not_modified.clone(),
-        _ => block.full.clone(),
+        Precondition::NotModified => block
+            .not_modified
+            .get_or_init(|| not_modified_block(full))
+            .clone(),
+        _ => full.clone(),
     };
     // Age and Cache-Status replace the block's placeholders: no growth, no rehash.
     headers.insert(header::AGE, HeaderValue::from(age));
@@ -321,58 +324,59 @@ fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> Body {
 /// `Cache-Status` (RFC 9211).
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// Per representation of `entry`, the fields of its full response and of a 304 for
-/// it (RFC 9110 §15.4.5), with placeholders for `Age` and `Cache-Status`: the stored
-/// end-to-end fields, `ETag`, `Content-Encoding`, `Vary`, `Accept-Ranges` and
-/// `Content-Length`.
-fn header_blocks(entry: &Entry, compressible: bool) -> Box<[HeaderBlock]> {
+/// The fields of the full response for representation `index` of `entry`, with
+/// placeholders for `Age` and `Cache-Status`: the stored end-to-end fields, `ETag`,
+/// `Content-Encoding`, `Vary`, `Accept-Ranges`, `Content-Length` and `Via`.
+fn full_block(entry: &Entry, index: usize, compressible: bool) -> HeaderMap {
     let meta = &entry.meta;
-    let stored = stored_headers(meta);
+    let rep = &meta.reps[index];
+    let mut full = stored_headers(meta);
+    if let Ok(v) = HeaderValue::from_str(&rep.etag) {
+        full.insert(header::ETAG, v);
+    }
+    if rep.encoding != Encoding::Identity {
+        full.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(rep.encoding.as_str()),
+        );
+    }
     // RFC 9110 §12.5.5: every response of an object that has (or will have) encoded
     // representations says the choice depends on Accept-Encoding.
-    let vary = (compressible || meta.reps.len() > 1) && !varies_on_encoding(&stored);
-    meta.reps
+    if (compressible || meta.reps.len() > 1) && !varies_on_encoding(&full) {
+        full.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if meta.status == 200 {
+        full.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    full.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(entry.bodies[index].len()),
+    );
+    // RFC 9110 §7.6.3, as every response gets it: here, so that it need not be
+    // appended (growing the map) on each hit.
+    if !full.get_all(header::VIA).iter().any(|v| v == VIA) {
+        full.append(header::VIA, HeaderValue::from_static(VIA));
+    }
+    full.insert(header::AGE, HeaderValue::from_static("0"));
+    full.insert(CACHE_STATUS, HeaderValue::from_static("edge"));
+    full
+}
+
+/// The fields of a 304 for the representation whose full response has `full`
+/// (RFC 9110 §15.4.5), with the same placeholders.
+fn not_modified_block(full: &HeaderMap) -> HeaderMap {
+    let mut not_modified = HeaderMap::new();
+    for name in conditional::not_modified_headers()
         .iter()
-        .zip(&entry.bodies)
-        .map(|(rep, body)| {
-            let mut full = stored.clone();
-            if let Ok(v) = HeaderValue::from_str(&rep.etag) {
-                full.insert(header::ETAG, v);
-            }
-            if rep.encoding != Encoding::Identity {
-                full.insert(
-                    header::CONTENT_ENCODING,
-                    HeaderValue::from_static(rep.encoding.as_str()),
-                );
-            }
-            if vary {
-                full.append(header::VARY, HeaderValue::from_static("accept-encoding"));
-            }
-            if meta.status == 200 {
-                full.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-            }
-            full.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            // RFC 9110 §7.6.3, as every response gets it: here, so that it need not be
-            // appended (growing the map) on each hit.
-            if !full.get_all(header::VIA).iter().any(|v| v == VIA) {
-                full.append(header::VIA, HeaderValue::from_static(VIA));
-            }
-            full.insert(header::AGE, HeaderValue::from_static("0"));
-            full.insert(CACHE_STATUS, HeaderValue::from_static("edge"));
-            let mut not_modified = HeaderMap::new();
-            for name in conditional::not_modified_headers() {
-                for v in full.get_all(name) {
-                    not_modified.append(name.clone(), v.clone());
-                }
-            }
-            for v in full.get_all(header::VIA) {
-                not_modified.append(header::VIA, v.clone());
-            }
-            not_modified.insert(header::AGE, HeaderValue::from_static("0"));
-            not_modified.insert(CACHE_STATUS, HeaderValue::from_static("edge"));
-            HeaderBlock { full, not_modified }
-        })
-        .collect()
+        .chain([&header::VIA])
+    {
+        for v in full.get_all(name) {
+            not_modified.append(name.clone(), v.clone());
+        }
+    }
+    not_modified.insert(header::AGE, HeaderValue::from_static("0"));
+    not_modified.insert(CACHE_STATUS, HeaderValue::from_static("edge"));
+    not_modified
 }
 
 /// The stored end-to-end headers, less the edge-only ones.

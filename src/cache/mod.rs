@@ -42,15 +42,18 @@ pub struct Entry {
     /// Per representation, the response header block built from `meta` on first use,
     /// then cloned per response instead of rebuilt on every hit (see
     /// [`crate::respond`]).
-    pub header_blocks: std::sync::OnceLock<Box<[HeaderBlock]>>,
+    pub header_blocks: Box<[HeaderBlock]>,
 }
 
-/// One representation's response fields, prebuilt by [`crate::respond`].
+/// One representation's response fields, built by [`crate::respond`] when first
+/// needed: a representation no client asks for, or never with a validator, costs
+/// nothing.
+#[derive(Default)]
 pub struct HeaderBlock {
     /// For a full (200, or the stored status) response.
-    pub full: http::HeaderMap,
+    pub full: std::sync::OnceLock<http::HeaderMap>,
     /// For a 304 (RFC 9110 §15.4.5).
-    pub not_modified: http::HeaderMap,
+    pub not_modified: std::sync::OnceLock<http::HeaderMap>,
 }
 
 /// Where a representation's bytes are.
@@ -103,11 +106,11 @@ impl Body {
 impl Entry {
     fn new(key: CacheKey, meta: Meta, bodies: Vec<Body>) -> Self {
         Entry {
+            header_blocks: meta.reps.iter().map(|_| HeaderBlock::default()).collect(),
             key,
             meta,
             bodies,
             touched: AtomicU64::new(0),
-            header_blocks: std::sync::OnceLock::new(),
         }
     }
 
