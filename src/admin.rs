@@ -177,7 +177,7 @@ async fn stats(State(admin): State<Admin>) -> Response {
     let tiers: serde_json::Map<String, serde_json::Value> = tier_stats(&state.cache)
         .into_iter()
         .map(|t| {
-            let v = json!({ "entries": t.entries, "bytes": t.bytes, "evictions": t.evictions });
+            let v = json!({ "entries": t.entries, "bytes": t.bytes, "charged": t.charged, "evictions": t.evictions });
             (t.tier.to_owned(), v)
         })
         .collect();

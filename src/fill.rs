@@ -463,7 +463,10 @@ fn stored_fields(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
         .iter()
         .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect()
+        .collect::<Vec<_>>()
+        // Kept with the entry for its life: no spare capacity.
+        .into_boxed_slice()
+        .into_vec()
 }
 
 fn build_meta(

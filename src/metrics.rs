@@ -352,6 +352,9 @@ pub struct TierStats {
     pub entries: u64,
     /// Body bytes held.
     pub bytes: u64,
+    /// Bytes charged against the tier's budget: for memory, bodies plus each entry's
+    /// estimated overhead ([`crate::cache::Entry::memory_charge`]); for disk, blob bytes.
+    pub charged: u64,
     /// Entries evicted for space since start.
     pub evictions: u64,
 }
@@ -364,12 +367,14 @@ pub fn tier_stats(cache: &Cache) -> Vec<TierStats> {
             tier: "memory",
             entries: memory.len() as u64,
             bytes: memory.bytes(),
+            charged: memory.charged(),
             evictions: memory.evictions(),
         },
         TierStats {
             tier: "disk",
             entries: cache.disk_entries(),
             bytes: cache.disk_bytes(),
+            charged: cache.disk_bytes(),
             evictions: cache.disk_evictions(),
         },
     ]

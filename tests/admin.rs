@@ -504,6 +504,11 @@ async fn stats_report_tiers_requests_hit_ratio_and_origin_fetches() {
     let stats: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(stats["tiers"]["memory"]["entries"], 2, "{stats}");
     assert_eq!(stats["tiers"]["memory"]["bytes"], 6, "{stats}");
+    let charged = stats["tiers"]["memory"]["charged"].as_u64().unwrap();
+    assert!(
+        charged > 6,
+        "entry overhead is charged to the budget: {stats}"
+    );
     assert_eq!(stats["tiers"]["disk"]["entries"], 2, "{stats}");
     assert_eq!(stats["requests"]["hit"], 2, "{stats}");
     assert_eq!(stats["requests"]["miss"], 2, "{stats}");

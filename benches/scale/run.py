@@ -227,7 +227,8 @@ def main():
                 log(f"{name}: {pass_name}: {entries:,} entries in memory after "
                     f"{time.time() - started:.0f} s, RSS {rss / (1 << 20):,.0f} MiB")
             edge["entries"] = memory_tier(edge["admin"]).get("entries", 0)
-            edge["accounted_bytes"] = memory_tier(edge["admin"]).get("bytes", 0)
+            edge["accounted_bytes"] = memory_tier(edge["admin"]).get("charged", 0)
+            edge["body_bytes"] = memory_tier(edge["admin"]).get("bytes", 0)
             edge["rss_after_fill"] = rss_bytes(edge["proc"].pid)
             samples = work / f"zipf-{name}.txt"
             samples.write_text("\n".join(map(str, zipf_samples(n, args.zipf, args.samples, 7))) + "\n")
@@ -256,7 +257,7 @@ def main():
         print()
         print(f"zipf s={args.zipf}, {args.size}-byte objects, memory budget {args.memory}, "
               f"median of {args.rounds} interleaved round(s) x {args.duration} s, 64 connections")
-        print(f"  {'objects':>10} {'in memory':>10} {'hit req/s':>10} {'RSS':>10} {'accounted':>10} {'RSS/entry':>10}")
+        print(f"  {'objects':>10} {'in memory':>10} {'hit req/s':>10} {'RSS':>10} {'charged':>10} {'RSS/entry':>10}")
         for name, rps in (("small", small_rps), ("large", large_rps)):
             e = edges[name]
             per = (max(e["rss_after_fill"], e["rss_after_runs"]) / max(e["entries"], 1))

@@ -419,7 +419,7 @@ impl Shared {
                 blob::open_checked(&path, rep.len).map(|(file, stamp)| {
                     let trusted = self.trusts(&rep.hash, stamp);
                     let body = DiskBody::new(file, rep, key.clone(), Arc::downgrade(self));
-                    Body::Disk(body.with_stamp(stamp, trusted))
+                    Body::Disk(Box::new(body.with_stamp(stamp, trusted)))
                 })
             };
             match body {

@@ -1,5 +1,6 @@
 //! The memory tier: a byte-budgeted LRU, sharded so that concurrent hits on different
-//! keys rarely contend for one lock. The budget is a hard bound on stored body bytes:
+//! keys rarely contend for one lock. The budget is a hard bound on what entries are
+//! charged ([`Entry::memory_charge`]: bodies plus an estimate of the rest):
 //! each shard owns an equal slice of it and evicts its least recently used entries
 //! before an insert could exceed that slice.
 
@@ -26,7 +27,18 @@ pub struct MemoryTier {
 
 struct Shard {
     lru: LruCache<CacheKey, Arc<Entry>>,
+    /// What its entries are charged ([`Entry::memory_charge`]), against the budget.
     bytes: u64,
+    /// Their body bytes.
+    body: u64,
+}
+
+impl Shard {
+    /// Stops counting `old`, just taken out of the LRU.
+    fn release(&mut self, old: &Entry) {
+        self.bytes -= old.memory_charge();
+        self.body -= old.memory_bytes();
+    }
 }
 
 impl MemoryTier {
@@ -38,6 +50,7 @@ impl MemoryTier {
                 Mutex::new(Shard {
                     lru: LruCache::unbounded(),
                     bytes: 0,
+                    body: 0,
                 })
             })
             .collect();
@@ -81,8 +94,8 @@ impl MemoryTier {
     /// [`Self::insert`], only if `still_current` holds when checked under the shard lock
     /// (a promotion from disk must not overwrite a newer entry stored meanwhile).
     pub fn insert_if(&self, entry: Arc<Entry>, still_current: impl FnOnce() -> bool) -> bool {
-        let cost = entry.memory_bytes();
-        if cost > self.max_entry || !entry.in_memory() {
+        let cost = entry.memory_charge();
+        if entry.memory_bytes() > self.max_entry || !entry.in_memory() {
             self.remove(&entry.key);
             return false;
         }
@@ -96,13 +109,13 @@ impl MemoryTier {
                 return false;
             }
             if let Some(old) = shard.lru.pop(&entry.key) {
-                shard.bytes -= old.memory_bytes();
+                shard.release(&old);
                 victims.push(old);
             }
             while shard.bytes + cost > self.shard_budget {
                 match shard.lru.pop_lru() {
                     Some((_, old)) => {
-                        shard.bytes -= old.memory_bytes();
+                        shard.release(&old);
                         self.evictions.fetch_add(1, Ordering::Relaxed);
                         victims.push(old);
                     }
@@ -110,6 +123,7 @@ impl MemoryTier {
                 }
             }
             shard.bytes += cost;
+            shard.body += entry.memory_bytes();
             shard.lru.put(entry.key.clone(), entry);
         }
         // Victims are dropped here, outside the lock.
@@ -123,7 +137,7 @@ impl MemoryTier {
             let mut shard = self.shard(key).lock().expect("memory shard poisoned");
             let removed = shard.lru.pop(key);
             if let Some(old) = &removed {
-                shard.bytes -= old.memory_bytes();
+                shard.release(old);
             }
             removed
         };
@@ -143,7 +157,7 @@ impl MemoryTier {
                 .collect();
             for k in doomed {
                 if let Some(old) = shard.lru.pop(&k) {
-                    shard.bytes -= old.memory_bytes();
+                    shard.release(&old);
                     removed.push(k);
                 }
             }
@@ -164,7 +178,7 @@ impl MemoryTier {
                 .collect();
             for k in doomed {
                 if let Some(old) = shard.lru.pop(&k) {
-                    shard.bytes -= old.memory_bytes();
+                    shard.release(&old);
                     n += 1;
                 }
             }
@@ -174,6 +188,14 @@ impl MemoryTier {
 
     /// Body bytes currently held.
     pub fn bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("memory shard poisoned").body)
+            .sum()
+    }
+
+    /// Bytes charged against the budget: bodies plus estimated overhead.
+    pub fn charged(&self) -> u64 {
         self.shards
             .iter()
             .map(|s| s.lock().expect("memory shard poisoned").bytes)
