@@ -1,6 +1,7 @@
 //! The pieces of a cache hit, each beside a baseline that does the least work the piece
 //! could do: building the key (beside one `String` copy), finding a memory hit (beside a
-//! `HashMap` get and a `Mutex<HashMap>` get), choosing an encoding (beside a substring
+//! `HashMap` get and a `Mutex<HashMap>` get; over a large index with zipf-distributed
+//! keys, also beside a strict LRU that relinks on every hit), choosing an encoding (beside a substring
 //! search) and building the response (beside cloning a prebuilt header block and a
 //! `Bytes` body).
 //!
@@ -39,6 +40,11 @@ const PATH: &str = "/assets/js/app.3f9a2c1d7e.js?v=2";
 
 /// A memory-only edge (no disk tier) whose cache the benches fill directly.
 fn cache() -> (tokio::runtime::Runtime, Cache) {
+    cache_of("1GiB")
+}
+
+/// [`cache`] with a memory budget of `memory`.
+fn cache_of(memory: &str) -> (tokio::runtime::Runtime, Cache) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -46,14 +52,16 @@ fn cache() -> (tokio::runtime::Runtime, Cache) {
     let config = Config::parse(
         r#"
         [cache]
-        memory = "1GiB"
+        memory = "MEMORY"
         disk = "0B"
 
         [[site]]
         name = "bench"
         hosts = ["*"]
         origin = "http://127.0.0.1:9"
-        "#,
+        "#
+        .replace("MEMORY", memory)
+        .as_str(),
         Path::new("."),
     )
     .expect("the bench config is valid");
@@ -194,6 +202,103 @@ fn lookup_bench(c: &mut Criterion) {
     group.bench_function("baseline: Bytes clone", |b| {
         b.iter(|| black_box(&body).clone())
     });
+    group.finish();
+}
+
+/// `count` indices in `0..n`, drawn with P(k) proportional to 1/(k+1) (zipf, s = 1) from
+/// a fixed seed, as a popular site's requests fall on its assets.
+fn zipf_indices(n: usize, count: usize) -> Vec<usize> {
+    let mut cumulative = Vec::with_capacity(n);
+    let mut total = 0.0f64;
+    for k in 1..=n {
+        total += 1.0 / k as f64;
+        cumulative.push(total);
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..count)
+        .map(|_| {
+            // xorshift64*: deterministic and good enough to spread draws.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let unit =
+                (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+            cumulative.partition_point(|&c| c < unit * total).min(n - 1)
+        })
+        .collect()
+}
+
+/// Hits spread zipf-wise over many entries, so that most touch memory no cache level
+/// holds: what a hit costs on a node with a large index. `Cache::lookup` (second-chance
+/// eviction: a hit sets a flag) beside a strict LRU that relinks the entry on each hit
+/// (what the memory tier did before) and beside a plain locked `HashMap`.
+fn lookup_zipf_bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("lookup_zipf");
+    let now = SystemTime::now();
+    let body = Bytes::from(vec![b'x'; 512]);
+    for entries in [1_000usize, 1_000_000] {
+        let (_runtime, cache) = cache_of("8GiB");
+        let mut lru = lru::LruCache::unbounded();
+        let mut plain: HashMap<CacheKey, Arc<Entry>> = HashMap::with_capacity(entries);
+        let mut keys = Vec::with_capacity(entries);
+        for i in 0..entries {
+            let path = format!("/assets/{i:08x}.css");
+            let key = CacheKey::new(SITE, HOST, &path);
+            let m = meta(&path, &[(Encoding::Identity, &body)], now);
+            let entry = cache.insert(key.clone(), m, vec![body.clone()]);
+            lru.put(key.clone(), entry.clone());
+            plain.insert(key.clone(), entry);
+            keys.push(key);
+        }
+        assert_eq!(cache.memory().len(), entries, "every entry fits the budget");
+        let order: Vec<CacheKey> = zipf_indices(entries, 1 << 20)
+            .into_iter()
+            .map(|i| keys[i].clone())
+            .collect();
+        drop(keys);
+        let lru = Mutex::new(lru);
+        let plain = Mutex::new(plain);
+        let mut next = 0usize;
+        let mut key = move || {
+            next = (next + 1) & ((1 << 20) - 1);
+            next
+        };
+        group.bench_function(
+            BenchmarkId::new("Cache::lookup (memory hit)", entries),
+            |b| {
+                b.iter(|| match cache.lookup(&order[key()], now).now_or_never() {
+                    Some(Lookup::Fresh(hit)) => hit,
+                    _ => unreachable!("every key is a fresh memory hit"),
+                })
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new(
+                "baseline: Mutex<LruCache> get (relinks) + Arc clone",
+                entries,
+            ),
+            |b| {
+                b.iter(|| {
+                    lru.lock()
+                        .expect("not poisoned")
+                        .get(&order[key()])
+                        .cloned()
+                })
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new("baseline: Mutex<HashMap> get + Arc clone", entries),
+            |b| {
+                b.iter(|| {
+                    plain
+                        .lock()
+                        .expect("not poisoned")
+                        .get(&order[key()])
+                        .cloned()
+                })
+            },
+        );
+    }
     group.finish();
 }
 
@@ -345,6 +450,7 @@ criterion_group!(
     benches,
     key_bench,
     lookup_bench,
+    lookup_zipf_bench,
     negotiate_bench,
     respond_bench
 );

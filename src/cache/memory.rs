@@ -1,8 +1,15 @@
-//! The memory tier: a byte-budgeted LRU, sharded so that concurrent hits on different
+//! The memory tier: a byte-budgeted cache, sharded so that concurrent hits on different
 //! keys rarely contend for one lock. The budget is a hard bound on what entries are
 //! charged ([`Entry::memory_charge`]: bodies plus an estimate of the rest):
-//! each shard owns an equal slice of it and evicts its least recently used entries
-//! before an insert could exceed that slice.
+//! each shard owns an equal slice of it and evicts before an insert could exceed it.
+//!
+//! Eviction is second-chance (CLOCK) over insertion order rather than strict LRU: a hit
+//! only sets its slot's `referenced` flag, instead of relinking the entry at the head
+//! of a list. On a large index a relink writes two more cold neighbours per hit; the
+//! flag lives in the slot the lookup has already read. An eviction takes the oldest
+//! slot; if it was hit since it last came round, it is cleared and moved to the head
+//! (its second chance) and the next oldest is tried, at most [`SECOND_CHANCES`] times
+//! per insert, so that an insert is never a walk over the whole shard.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -16,7 +23,10 @@ use super::key::CacheKey;
 
 const SHARDS: usize = 16;
 
-/// Byte-budgeted, sharded LRU of entries whose bodies are all in memory.
+/// Referenced slots one insert may pass over before it evicts the oldest regardless.
+const SECOND_CHANCES: usize = 64;
+
+/// Byte-budgeted, sharded cache of entries whose bodies are all in memory.
 pub struct MemoryTier {
     shards: Box<[Mutex<Shard>]>,
     shard_budget: u64,
@@ -26,11 +36,18 @@ pub struct MemoryTier {
 }
 
 struct Shard {
-    lru: LruCache<CacheKey, Arc<Entry>>,
+    /// Slots oldest-first; only inserts and evictions reorder it.
+    lru: LruCache<CacheKey, Slot>,
     /// What its entries are charged ([`Entry::memory_charge`]), against the budget.
     bytes: u64,
     /// Their body bytes.
     body: u64,
+}
+
+struct Slot {
+    entry: Arc<Entry>,
+    /// Hit since the clock hand last passed it.
+    referenced: bool,
 }
 
 impl Shard {
@@ -45,7 +62,12 @@ impl MemoryTier {
     /// A tier holding at most `budget` body bytes, and no entry larger than
     /// `object_max` (`[cache] memory_object_max`: bigger objects stay on disk only).
     pub fn new(budget: u64, object_max: u64) -> Self {
-        let shards = (0..SHARDS)
+        Self::with_shards(budget, object_max, SHARDS)
+    }
+
+    /// [`Self::new`] with `count` shards, each owning `budget / count`.
+    fn with_shards(budget: u64, object_max: u64, count: usize) -> Self {
+        let shards = (0..count)
             .map(|_| {
                 Mutex::new(Shard {
                     lru: LruCache::unbounded(),
@@ -56,8 +78,8 @@ impl MemoryTier {
             .collect();
         MemoryTier {
             shards,
-            shard_budget: budget / SHARDS as u64,
-            max_entry: object_max.min(budget / SHARDS as u64),
+            shard_budget: budget / count as u64,
+            max_entry: object_max.min(budget / count as u64),
             hasher: Default::default(),
             evictions: AtomicU64::new(0),
         }
@@ -69,22 +91,26 @@ impl MemoryTier {
     }
 
     fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()]
     }
 
-    /// The entry for `key`, marking it most recently used.
+    /// The entry for `key`, marking it used (it survives the next eviction pass).
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
         let mut shard = self.shard(key).lock().expect("memory shard poisoned");
-        shard.lru.get(key).cloned()
+        let slot = shard.lru.peek_mut(key)?;
+        if !slot.referenced {
+            slot.referenced = true;
+        }
+        Some(slot.entry.clone())
     }
 
-    /// The entry for `key` without touching recency.
+    /// The entry for `key` without marking it used.
     pub fn peek(&self, key: &CacheKey) -> Option<Arc<Entry>> {
         let shard = self.shard(key).lock().expect("memory shard poisoned");
-        shard.lru.peek(key).cloned()
+        shard.lru.peek(key).map(|slot| slot.entry.clone())
     }
 
-    /// Stores `entry`, evicting least recently used entries of its shard as needed.
+    /// Stores `entry`, evicting the oldest unused entries of its shard as needed.
     /// Returns false (and stores nothing) when the entry exceeds [`Self::max_entry`] or
     /// has bodies on disk.
     pub fn insert(&self, entry: Arc<Entry>) -> bool {
@@ -109,22 +135,35 @@ impl MemoryTier {
                 return false;
             }
             if let Some(old) = shard.lru.pop(&entry.key) {
-                shard.release(&old);
-                victims.push(old);
+                shard.release(&old.entry);
+                victims.push(old.entry);
             }
+            let mut chances = SECOND_CHANCES;
             while shard.bytes + cost > self.shard_budget {
                 match shard.lru.pop_lru() {
+                    Some((key, mut slot)) if slot.referenced && chances > 0 => {
+                        chances -= 1;
+                        slot.referenced = false;
+                        shard.lru.put(key, slot);
+                    }
                     Some((_, old)) => {
-                        shard.release(&old);
+                        shard.release(&old.entry);
                         self.evictions.fetch_add(1, Ordering::Relaxed);
-                        victims.push(old);
+                        victims.push(old.entry);
                     }
                     None => break,
                 }
             }
             shard.bytes += cost;
             shard.body += entry.memory_bytes();
-            shard.lru.put(entry.key.clone(), entry);
+            let key = entry.key.clone();
+            shard.lru.put(
+                key,
+                Slot {
+                    entry,
+                    referenced: false,
+                },
+            );
         }
         // Victims are dropped here, outside the lock.
         drop(victims);
@@ -137,7 +176,7 @@ impl MemoryTier {
             let mut shard = self.shard(key).lock().expect("memory shard poisoned");
             let removed = shard.lru.pop(key);
             if let Some(old) = &removed {
-                shard.release(old);
+                shard.release(&old.entry);
             }
             removed
         };
@@ -157,7 +196,7 @@ impl MemoryTier {
                 .collect();
             for k in doomed {
                 if let Some(old) = shard.lru.pop(&k) {
-                    shard.release(&old);
+                    shard.release(&old.entry);
                     removed.push(k);
                 }
             }
@@ -173,12 +212,12 @@ impl MemoryTier {
             let doomed: Vec<CacheKey> = shard
                 .lru
                 .iter()
-                .filter(|(_, e)| pred(e))
+                .filter(|(_, slot)| pred(&slot.entry))
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in doomed {
                 if let Some(old) = shard.lru.pop(&k) {
-                    shard.release(&old);
+                    shard.release(&old.entry);
                     n += 1;
                 }
             }
@@ -218,5 +257,85 @@ impl MemoryTier {
     /// Entries evicted for space since start.
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::tests::meta_for;
+    use crate::cache::{Body, Entry};
+    use bytes::Bytes;
+
+    fn entry(path: &str) -> Arc<Entry> {
+        let body = [b'x'; 100];
+        let key = CacheKey::new("s", "example.com", path);
+        let bodies = vec![Body::Memory(Bytes::copy_from_slice(&body))];
+        Arc::new(Entry::new(key, meta_for(&[&body]), bodies))
+    }
+
+    fn holds(tier: &MemoryTier, path: &str) -> bool {
+        tier.peek(&CacheKey::new("s", "example.com", path))
+            .is_some()
+    }
+
+    /// A tier of one shard with room for exactly `n` test entries.
+    fn tier_for(n: u64) -> MemoryTier {
+        let charge = entry("/probe").memory_charge();
+        MemoryTier::with_shards(charge * n + charge / 2, 1 << 20, 1)
+    }
+
+    #[test]
+    fn an_entry_hit_since_the_hand_passed_survives_and_an_unused_one_goes() {
+        let tier = tier_for(3);
+        for path in ["/a", "/b", "/c"] {
+            assert!(tier.insert(entry(path)));
+        }
+        // "/a" is the oldest, but it was hit: "/b" goes instead.
+        assert!(tier.get(&CacheKey::new("s", "example.com", "/a")).is_some());
+        assert!(tier.insert(entry("/d")));
+        assert!(holds(&tier, "/a") && !holds(&tier, "/b"));
+        assert!(holds(&tier, "/c") && holds(&tier, "/d"));
+        // Its chance is spent: unless hit again, "/a" is next after "/c".
+        assert!(tier.insert(entry("/e")));
+        assert!(!holds(&tier, "/c") && holds(&tier, "/a"));
+        assert!(tier.insert(entry("/f")));
+        assert!(!holds(&tier, "/a"));
+        assert_eq!(tier.len(), 3);
+        assert_eq!(tier.evictions(), 3);
+    }
+
+    #[test]
+    fn peeking_does_not_count_as_use() {
+        let tier = tier_for(2);
+        assert!(tier.insert(entry("/a")));
+        assert!(tier.insert(entry("/b")));
+        assert!(
+            tier.peek(&CacheKey::new("s", "example.com", "/a"))
+                .is_some()
+        );
+        assert!(tier.insert(entry("/c")));
+        assert!(!holds(&tier, "/a") && holds(&tier, "/b") && holds(&tier, "/c"));
+    }
+
+    #[test]
+    fn when_every_entry_was_hit_an_insert_still_evicts_and_keeps_the_budget() {
+        let tier = tier_for(100);
+        for i in 0..100 {
+            let path = format!("/{i}");
+            assert!(tier.insert(entry(&path)));
+            assert!(
+                tier.get(&CacheKey::new("s", "example.com", &path))
+                    .is_some()
+            );
+        }
+        let budget = tier.shard_budget;
+        assert!(tier.insert(entry("/new")));
+        assert!(tier.charged() <= budget);
+        assert_eq!(tier.len(), 100);
+        assert!(holds(&tier, "/new"));
+        // Past the bounded scan the oldest went although it was hit.
+        assert!(!holds(&tier, &format!("/{SECOND_CHANCES}")));
+        assert!(holds(&tier, "/0"));
     }
 }

@@ -80,7 +80,7 @@ fn admit_rejects_when_evicting_everything_is_not_enough() {
     assert_eq!(decision, Admission::Reject);
 }
 
-fn meta_for(bodies: &[&[u8]]) -> Meta {
+pub(super) fn meta_for(bodies: &[&[u8]]) -> Meta {
     let mut headers = HeaderMap::new();
     headers.insert("cache-control", "max-age=3600".parse().unwrap());
     let now = SystemTime::now();
