@@ -61,7 +61,6 @@ pub struct HeaderBlock {
 pub enum Body {
     /// Held in memory.
     Memory(Bytes),
-    /// In a blob file, streamed and verified as it is read.
     /// In a blob file, streamed and verified as it is read (boxed: most entries are
     /// in memory, and this keeps their `Body` small).
     Disk(Box<DiskBody>),
