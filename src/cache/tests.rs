@@ -418,6 +418,42 @@ async fn a_corrupt_large_blob_ends_its_stream_with_an_error_before_the_last_byte
 }
 
 #[tokio::test]
+async fn a_blob_cut_short_while_open_ends_its_stream_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&config(dir.path()));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    stored(&cache, "/big", &body).await;
+    cache.memory().remove(&key("/big"));
+    let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
+        panic!("expected a disk hit")
+    };
+    // Cut inside the second chunk, after the lookup checked the length: the page-cache
+    // read stops at the new end and the blocking read after it finds the file short.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(blob_path(dir.path(), &body))
+        .unwrap()
+        .set_len(200_000)
+        .unwrap();
+    let whole = vec![Segment::Range {
+        start: 0,
+        end: body.len() as u64 - 1,
+    }];
+    let (out, error) = collect(&hit.entry.bodies[0], whole).await;
+    assert!(error.is_some(), "the stream must fail");
+    assert!(
+        out.len() < 200_000,
+        "never past the cut: {} bytes",
+        out.len()
+    );
+    assert!(
+        out == body[..out.len()],
+        "what did go out is the true prefix"
+    );
+    assert_eq!(cache.corrupt_blobs(), 1);
+}
+
+#[tokio::test]
 async fn purge_all_and_vary_specs_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let primary = key("/v");
