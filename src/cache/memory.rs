@@ -8,7 +8,7 @@
 //! of a list. On a large index a relink writes two more cold neighbours per hit; the
 //! flag lives in the slot the lookup has already read. An eviction takes the oldest
 //! slot; if it was hit since it last came round, it is cleared and moved to the head
-//! (its second chance) and the next oldest is tried, at most [`SECOND_CHANCES`] times
+//! (its second chance) and the next oldest is tried, at most `SECOND_CHANCES` (64) times
 //! per insert, so that an insert is never a walk over the whole shard.
 
 use std::hash::BuildHasher;
