@@ -98,6 +98,7 @@ impl MemoryTier {
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
         let mut shard = self.shard(key).lock().expect("memory shard poisoned");
         let slot = shard.lru.peek_mut(key)?;
+        // Written only when it changes: a hot entry's slot stays a clean cache line.
         if !slot.referenced {
             slot.referenced = true;
         }
@@ -263,20 +264,18 @@ impl MemoryTier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::tests::meta_for;
+    use crate::cache::tests::{key, meta_for};
     use crate::cache::{Body, Entry};
     use bytes::Bytes;
 
     fn entry(path: &str) -> Arc<Entry> {
         let body = [b'x'; 100];
-        let key = CacheKey::new("s", "example.com", path);
         let bodies = vec![Body::Memory(Bytes::copy_from_slice(&body))];
-        Arc::new(Entry::new(key, meta_for(&[&body]), bodies))
+        Arc::new(Entry::new(key(path), meta_for(&[&body]), bodies))
     }
 
     fn holds(tier: &MemoryTier, path: &str) -> bool {
-        tier.peek(&CacheKey::new("s", "example.com", path))
-            .is_some()
+        tier.peek(&key(path)).is_some()
     }
 
     /// A tier of one shard with room for exactly `n` test entries.
@@ -292,7 +291,7 @@ mod tests {
             assert!(tier.insert(entry(path)));
         }
         // "/a" is the oldest, but it was hit: "/b" goes instead.
-        assert!(tier.get(&CacheKey::new("s", "example.com", "/a")).is_some());
+        assert!(tier.get(&key("/a")).is_some());
         assert!(tier.insert(entry("/d")));
         assert!(holds(&tier, "/a") && !holds(&tier, "/b"));
         assert!(holds(&tier, "/c") && holds(&tier, "/d"));
@@ -310,10 +309,7 @@ mod tests {
         let tier = tier_for(2);
         assert!(tier.insert(entry("/a")));
         assert!(tier.insert(entry("/b")));
-        assert!(
-            tier.peek(&CacheKey::new("s", "example.com", "/a"))
-                .is_some()
-        );
+        assert!(tier.peek(&key("/a")).is_some());
         assert!(tier.insert(entry("/c")));
         assert!(!holds(&tier, "/a") && holds(&tier, "/b") && holds(&tier, "/c"));
     }
@@ -324,10 +320,7 @@ mod tests {
         for i in 0..100 {
             let path = format!("/{i}");
             assert!(tier.insert(entry(&path)));
-            assert!(
-                tier.get(&CacheKey::new("s", "example.com", &path))
-                    .is_some()
-            );
+            assert!(tier.get(&key(&path)).is_some());
         }
         let budget = tier.shard_budget;
         assert!(tier.insert(entry("/new")));

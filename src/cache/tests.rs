@@ -12,7 +12,7 @@ use super::disk::index::{self, IndexWriter, Indexed};
 use super::eviction::{Admission, Candidate, admit};
 use super::key::CacheKey;
 use super::meta::{BlobHash, Meta, Rep, to_unix};
-use super::{Body, Cache, Lookup, Segment, Tier};
+use super::{Body, Cache, Hit, Lookup, Segment, Tier};
 use crate::config::CacheConfig;
 use crate::http::encoding::Encoding;
 
@@ -269,7 +269,7 @@ fn config(dir: &Path) -> CacheConfig {
     }
 }
 
-fn key(path: &str) -> CacheKey {
+pub(super) fn key(path: &str) -> CacheKey {
     CacheKey::new("s", "example.com", path)
 }
 
@@ -280,6 +280,24 @@ async fn stored(cache: &Cache, path: &str, body: &[u8]) {
         vec![Bytes::copy_from_slice(body)],
     );
     cache.flush().await;
+}
+
+/// Stores `body` under `path`, drops it from memory, and looks it up again: a disk hit.
+async fn disk_hit(cache: &Cache, path: &str, body: &[u8]) -> Hit {
+    stored(cache, path, body).await;
+    cache.memory().remove(&key(path));
+    let Lookup::Fresh(hit) = cache.lookup(&key(path), SystemTime::now()).await else {
+        panic!("expected a disk hit")
+    };
+    hit
+}
+
+/// One range over the whole of a `len`-byte body.
+fn whole(len: usize) -> Vec<Segment> {
+    vec![Segment::Range {
+        start: 0,
+        end: len as u64 - 1,
+    }]
 }
 
 async fn collect(body: &Body, segments: Vec<Segment>) -> (Vec<u8>, Option<std::io::Error>) {
@@ -348,20 +366,12 @@ async fn a_large_object_stays_on_disk_and_streams_ranges_verified() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(&config(dir.path()));
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    stored(&cache, "/big", &body).await;
-    cache.memory().remove(&key("/big"));
-    let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
-        panic!("expected a disk hit")
-    };
+    let hit = disk_hit(&cache, "/big", &body).await;
     assert!(
         cache.memory().peek(&key("/big")).is_none(),
         "too big for memory"
     );
-    let whole = vec![Segment::Range {
-        start: 0,
-        end: body.len() as u64 - 1,
-    }];
-    let (out, error) = collect(&hit.entry.bodies[0], whole).await;
+    let (out, error) = collect(&hit.entry.bodies[0], whole(body.len())).await;
     assert!(error.is_none(), "{error:?}");
     assert!(out == body, "the whole body streams back");
     let parts = vec![
@@ -398,11 +408,7 @@ async fn a_corrupt_large_blob_ends_its_stream_with_an_error_before_the_last_byte
     let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
         panic!("the length is right, so the lookup opens it")
     };
-    let whole = vec![Segment::Range {
-        start: 0,
-        end: 199_999,
-    }];
-    let (out, error) = collect(&hit.entry.bodies[0], whole).await;
+    let (out, error) = collect(&hit.entry.bodies[0], whole(200_000)).await;
     assert!(error.is_some(), "the stream must fail");
     assert!(
         out.len() < body.len(),
@@ -422,11 +428,7 @@ async fn a_blob_cut_short_while_open_ends_its_stream_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(&config(dir.path()));
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-    stored(&cache, "/big", &body).await;
-    cache.memory().remove(&key("/big"));
-    let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
-        panic!("expected a disk hit")
-    };
+    let hit = disk_hit(&cache, "/big", &body).await;
     // Cut inside the second chunk, after the lookup checked the length: the page-cache
     // read stops at the new end and the blocking read after it finds the file short.
     std::fs::OpenOptions::new()
@@ -435,11 +437,7 @@ async fn a_blob_cut_short_while_open_ends_its_stream_with_an_error() {
         .unwrap()
         .set_len(200_000)
         .unwrap();
-    let whole = vec![Segment::Range {
-        start: 0,
-        end: body.len() as u64 - 1,
-    }];
-    let (out, error) = collect(&hit.entry.bodies[0], whole).await;
+    let (out, error) = collect(&hit.entry.bodies[0], whole(body.len())).await;
     assert!(error.is_some(), "the stream must fail");
     assert!(
         out.len() < 200_000,
