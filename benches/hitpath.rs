@@ -1,9 +1,9 @@
 //! The pieces of a cache hit, each beside a baseline that does the least work the piece
 //! could do: building the key (beside one `String` copy), finding a memory hit (beside a
 //! `HashMap` get and a `Mutex<HashMap>` get; over a large index with zipf-distributed
-//! keys, also beside a strict LRU that relinks on every hit), choosing an encoding (beside a substring
-//! search) and building the response (beside cloning a prebuilt header block and a
-//! `Bytes` body).
+//! keys, also beside a strict LRU that relinks on every hit), choosing an encoding
+//! (beside a substring search) and building the response (beside cloning a prebuilt
+//! header block and a `Bytes` body).
 //!
 //! ```sh
 //! cargo bench --bench hitpath            # full run
