@@ -77,9 +77,11 @@ pub async fn handle(
     }
     .unwrap_or_else(|error| error.into_response());
     let headers = response.headers_mut();
-    headers
-        .entry(header::AGE)
-        .or_insert(HeaderValue::from_static("0"));
+    // Looked up before inserting: `entry` reserves room first, and on a map exactly at
+    // capacity that is a reallocation even when the field is there.
+    if !headers.contains_key(header::AGE) {
+        headers.insert(header::AGE, HeaderValue::from_static("0"));
+    }
     // RFC 9110 §7.6.3: every response that passes through edge names it in Via.
     if !headers
         .get_all(header::VIA)
@@ -151,14 +153,25 @@ pub fn request_host<B>(request: &Request<B>) -> Option<String> {
         Some(h) => h,
         None => request.headers().get(header::HOST)?.to_str().ok()?,
     };
-    let host = if raw.starts_with('[') {
+    // Sliced, then copied once (lower-cased) into the one string it needs.
+    let (name, close) = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets, drop any port.
-        raw.split(']').next().map(|h| format!("{h}]"))?
+        match raw.find(']') {
+            Some(end) => (&raw[..=end], ""),
+            None => (raw, "]"),
+        }
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h).to_owned()
+        let name = raw.rsplit_once(':').map_or(raw, |(h, _)| h);
+        (name.trim_end_matches('.'), "")
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    if name.is_empty() {
+        return None;
+    }
+    let mut host = String::with_capacity(name.len() + close.len());
+    host.push_str(name);
+    host.push_str(close);
+    host.make_ascii_lowercase();
+    Some(host)
 }
 
 async fn serve(
@@ -687,4 +700,44 @@ fn same_host_target(value: &HeaderValue, host: &str) -> Option<String> {
 
 fn decorate_pass(headers: &mut HeaderMap, status: CacheStatus) {
     headers.insert("cache-status", status.to_header());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(field: &str) -> Option<String> {
+        let request = Request::builder()
+            .uri("/x")
+            .header(header::HOST, field)
+            .body(())
+            .expect("a request");
+        request_host(&request)
+    }
+
+    #[test]
+    fn the_host_is_lower_cased_without_port_or_trailing_dot() {
+        assert_eq!(
+            host_of("Static.Example.COM").as_deref(),
+            Some("static.example.com")
+        );
+        assert_eq!(host_of("a.test:8080").as_deref(), Some("a.test"));
+        assert_eq!(host_of("a.test.").as_deref(), Some("a.test"));
+        assert_eq!(host_of("a.test..:80").as_deref(), Some("a.test"));
+        assert_eq!(host_of("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(host_of("[FE80::1]").as_deref(), Some("[fe80::1]"));
+        assert_eq!(host_of("[::1").as_deref(), Some("[::1]"));
+        assert_eq!(host_of(":80"), None);
+        assert_eq!(host_of("."), None);
+    }
+
+    #[test]
+    fn an_absolute_form_target_names_the_host() {
+        let request = Request::builder()
+            .uri("http://Origin.Test:81/x")
+            .header(header::HOST, "other.test")
+            .body(())
+            .expect("a request");
+        assert_eq!(request_host(&request).as_deref(), Some("origin.test"));
+    }
 }

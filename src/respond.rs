@@ -58,6 +58,11 @@ impl CacheStatus {
     /// the stack: one allocation, for the value itself.
     pub fn to_header(&self) -> HeaderValue {
         let mut s = StackText::default();
+        self.write(&mut s);
+        HeaderValue::from_bytes(s.as_ref()).expect("cache-status is ASCII")
+    }
+
+    fn write(&self, s: &mut StackText) {
         s.push("edge");
         if self.hit {
             s.push("; hit");
@@ -84,8 +89,19 @@ impl CacheStatus {
             s.push("; detail=");
             s.push(detail);
         }
-        HeaderValue::from_bytes(s.as_bytes()).expect("cache-status is ASCII")
     }
+}
+
+/// `Age` and `Cache-Status` of one response from the cache, written on the stack and
+/// then sharing one allocation (each value on its own would take one or two).
+fn age_and_status(age: u64, status: &CacheStatus) -> (HeaderValue, HeaderValue) {
+    let mut s = StackText::default();
+    s.push_int(i64::try_from(age).unwrap_or(i64::MAX));
+    let split = s.len;
+    status.write(&mut s);
+    let both = Bytes::from_owner(s);
+    let value = |bytes: Bytes| HeaderValue::from_maybe_shared(bytes).expect("digits and ASCII");
+    (value(both.slice(..split)), value(both.slice(split..)))
 }
 
 /// A short text written on the stack. Longer writes are cut at its capacity, which
@@ -129,8 +145,10 @@ impl StackText {
         }
         self.push(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
     }
+}
 
-    fn as_bytes(&self) -> &[u8] {
+impl AsRef<[u8]> for StackText {
+    fn as_ref(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
@@ -231,11 +249,12 @@ pub fn respond(
             .clone(),
         _ => full.clone(),
     };
-    // Age and Cache-Status replace the block's placeholders: no growth, no rehash.
-    headers.insert(header::AGE, HeaderValue::from(age));
-    headers.insert(CACHE_STATUS, status.to_header());
+    // Age and Cache-Status replace the block's placeholders in place.
+    let (age, status) = age_and_status(age, &status);
+    replace(&mut headers, &header::AGE, age);
+    replace(&mut headers, &CACHE_STATUS, status);
     if let Some(cc) = presentation.cache_control {
-        headers.insert(header::CACHE_CONTROL, cc.clone());
+        replace(&mut headers, &header::CACHE_CONTROL, cc.clone());
     }
     match precondition {
         Precondition::NotModified => return empty(StatusCode::NOT_MODIFIED, headers),
@@ -269,16 +288,7 @@ pub fn respond(
         }
     }
 
-    let stored = &entry.bodies[index];
-    let whole = if stored.is_empty() {
-        Vec::new()
-    } else {
-        vec![Segment::Range {
-            start: 0,
-            end: stored.len() - 1,
-        }]
-    };
-    let mut response = Response::new(body_bytes(stored, whole));
+    let mut response = Response::new(whole_body(&entry.bodies[index]));
     *response.status_mut() = status_code;
     *response.headers_mut() = headers;
     response
@@ -292,6 +302,37 @@ fn varies_on_encoding(headers: &HeaderMap) -> bool {
                 .any(|n| n.trim().eq_ignore_ascii_case("accept-encoding"))
         })
     })
+}
+
+/// Sets the one value of field `name` to `value`. A field with exactly one value is
+/// overwritten in place: `HeaderMap::insert` reserves room before it looks, so on a
+/// block that is exactly at capacity it would grow (two allocations and a rehash) even
+/// though the name is there.
+fn replace(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
+    let mut values = headers.get_all(name).iter();
+    let single = values.next().is_some() && values.next().is_none();
+    match headers.get_mut(name) {
+        Some(slot) if single => *slot = value,
+        _ => {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
+/// A whole stored body as a response body: from memory, a reference to the stored
+/// bytes; from disk, one segment streamed and verified.
+fn whole_body(stored: &Stored) -> Body {
+    match stored {
+        Stored::Memory(bytes) => Body::from(bytes.clone()),
+        Stored::Disk(_) if stored.is_empty() => body_bytes(stored, Vec::new()),
+        Stored::Disk(_) => body_bytes(
+            stored,
+            vec![Segment::Range {
+                start: 0,
+                end: stored.len() - 1,
+            }],
+        ),
+    }
 }
 
 /// The response body made of `segments` of a stored body: sliced from memory, or

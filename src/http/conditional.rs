@@ -89,9 +89,9 @@ pub fn evaluate(method: &Method, request: &HeaderMap, v: &Validators<'_>) -> Pre
     if let Some(tags) = tag_list(request, &IF_MATCH) {
         let matched = match tags {
             TagList::Any => true,
-            TagList::Tags(tags) => {
+            TagList::Tags(mut tags) => {
                 let current = v.etag.and_then(|e| EntityTag::parse(e.as_bytes()));
-                current.is_some_and(|current| tags.iter().any(|tag| tag.strong_eq(&current)))
+                current.is_some_and(|current| tags.any(|tag| tag.strong_eq(&current)))
             }
         };
         if !matched {
@@ -109,13 +109,14 @@ pub fn evaluate(method: &Method, request: &HeaderMap, v: &Validators<'_>) -> Pre
     if let Some(tags) = tag_list(request, &IF_NONE_MATCH) {
         let matched = match tags {
             TagList::Any => true,
-            TagList::Tags(tags) => {
-                let current = v.etag.into_iter().chain(v.other_etags.iter().copied());
-                let current: Vec<EntityTag<'_>> = current
-                    .filter_map(|e| EntityTag::parse(e.as_bytes()))
-                    .collect();
-                tags.iter()
-                    .any(|tag| current.iter().any(|c| tag.weak_eq(c)))
+            TagList::Tags(mut tags) => {
+                let current = || {
+                    v.etag
+                        .into_iter()
+                        .chain(v.other_etags.iter().copied())
+                        .filter_map(|e| EntityTag::parse(e.as_bytes()))
+                };
+                tags.any(|tag| current().any(|c| tag.weak_eq(&c)))
             }
         };
         if !matched {
@@ -205,25 +206,35 @@ impl<'a> EntityTag<'a> {
 }
 
 /// The value of `If-Match` or `If-None-Match`: `"*" / #entity-tag`.
-enum TagList<'a> {
+enum TagList<I> {
     Any,
-    Tags(Vec<EntityTag<'a>>),
+    /// The well-formed members, parsed as they are iterated.
+    Tags(I),
 }
 
-/// Parses every line of an entity-tag list field; `None` when the field is absent.
-/// `*` counts only as the whole field value; malformed members are dropped, so a
-/// field of nothing but garbage is an empty list that matches nothing.
-fn tag_list<'a>(request: &'a HeaderMap, name: &HeaderName) -> Option<TagList<'a>> {
-    let mut lines = request.get_all(name).iter().peekable();
-    lines.peek()?;
-    let members: Vec<&[u8]> = lines
+/// The members of every line of a list field, in order.
+fn members<'a>(request: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+    request
+        .get_all(name)
+        .into_iter()
         .flat_map(|line| split_list(line.as_bytes(), false))
-        .collect();
-    if members == [b"*"] {
+}
+
+/// Reads every line of an entity-tag list field; `None` when the field is absent.
+/// `*` counts only as the whole field value; malformed members are dropped, so a
+/// field of nothing but garbage is an empty list that matches nothing. Nothing is
+/// collected: a conditional hit allocates nothing here.
+fn tag_list<'a>(
+    request: &'a HeaderMap,
+    name: &HeaderName,
+) -> Option<TagList<impl Iterator<Item = EntityTag<'a>>>> {
+    request.get(name)?;
+    let mut all = members(request, name);
+    if all.next() == Some(b"*") && all.next().is_none() {
         return Some(TagList::Any);
     }
     Some(TagList::Tags(
-        members.into_iter().filter_map(EntityTag::parse).collect(),
+        members(request, name).filter_map(EntityTag::parse),
     ))
 }
 

@@ -369,13 +369,10 @@ fn corrected_initial_age(
 
 /// The `Age` field (RFC 9111 §5.1): the first value, 0 when absent or invalid.
 fn age_value(headers: &HeaderMap) -> u64 {
-    let first = headers.get(AGE).map(|v| split_list(v.as_bytes(), false));
-    first
-        .and_then(|members| {
-            members
-                .first()
-                .and_then(|m| super::cache_control::parse_delta_seconds(m))
-        })
+    headers
+        .get(AGE)
+        .and_then(|v| split_list(v.as_bytes(), false).next())
+        .and_then(super::cache_control::parse_delta_seconds)
         .unwrap_or(0)
 }
 
@@ -400,7 +397,7 @@ fn has_vary_star(headers: &HeaderMap) -> bool {
     headers
         .get_all(VARY)
         .iter()
-        .any(|line| split_list(line.as_bytes(), false).contains(&&b"*"[..]))
+        .any(|line| split_list(line.as_bytes(), false).any(|m| m == b"*"))
 }
 
 /// Whole seconds from `from` to `to`, 0 when `to` is earlier.

@@ -39,30 +39,62 @@ pub use range::{ByteRange, RangeOutcome};
 /// have no escapes (RFC 9110 §8.8.3), so their callers pass `false`. An unterminated
 /// quote runs to the end of the line; the member is then malformed and the caller's
 /// member parser rejects it.
-pub(crate) fn split_list(line: &[u8], escapes: bool) -> Vec<&[u8]> {
-    let mut members = Vec::new();
-    let mut start = 0;
-    let mut in_quotes = false;
-    let mut escaped = false;
-    for (i, &b) in line.iter().enumerate() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if escapes && b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quotes = false;
+/// Allocates nothing: it walks the line as it is iterated.
+pub(crate) fn split_list(line: &[u8], escapes: bool) -> ListMembers<'_> {
+    ListMembers {
+        rest: Some(line),
+        escapes,
+    }
+}
+
+/// The members of one list field line: see [`split_list`].
+#[derive(Clone)]
+pub(crate) struct ListMembers<'a> {
+    /// What is left of the line; `None` once its last member has been taken.
+    rest: Option<&'a [u8]>,
+    escapes: bool,
+}
+
+impl<'a> Iterator for ListMembers<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let line = self.rest?;
+            let mut in_quotes = false;
+            let mut escaped = false;
+            let mut comma = None;
+            for (i, &b) in line.iter().enumerate() {
+                if in_quotes {
+                    if escaped {
+                        escaped = false;
+                    } else if self.escapes && b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_quotes = false;
+                    }
+                } else if b == b'"' {
+                    in_quotes = true;
+                } else if b == b',' {
+                    comma = Some(i);
+                    break;
+                }
             }
-        } else if b == b'"' {
-            in_quotes = true;
-        } else if b == b',' {
-            members.push(trim(&line[start..i]));
-            start = i + 1;
+            let member = match comma {
+                Some(i) => {
+                    self.rest = Some(&line[i + 1..]);
+                    trim(&line[..i])
+                }
+                None => {
+                    self.rest = None;
+                    trim(line)
+                }
+            };
+            if !member.is_empty() {
+                return Some(member);
+            }
         }
     }
-    members.push(trim(&line[start..]));
-    members.retain(|m| !m.is_empty());
-    members
 }
 
 /// Trims optional whitespace (SP and HTAB, RFC 9110 §5.6.3) from both ends.
@@ -88,7 +120,7 @@ mod tests {
     #[test]
     fn split_list_keeps_commas_inside_quotes() {
         assert_eq!(
-            split_list(br#"a, b="x,y" ,, c"#, true),
+            split_list(br#"a, b="x,y" ,, c"#, true).collect::<Vec<_>>(),
             vec![&b"a"[..], br#"b="x,y""#, b"c"]
         );
     }
@@ -96,9 +128,9 @@ mod tests {
     #[test]
     fn split_list_honours_escapes_only_when_asked() {
         // With escapes, \" does not close the string, so the comma is quoted.
-        assert_eq!(split_list(br#""a\",b""#, true).len(), 1);
+        assert_eq!(split_list(br#""a\",b""#, true).count(), 1);
         // Entity-tags have no escapes: "a\" is a whole tag and the comma splits.
-        assert_eq!(split_list(br#""a\",b""#, false).len(), 2);
+        assert_eq!(split_list(br#""a\",b""#, false).count(), 2);
     }
 
     #[test]

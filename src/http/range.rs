@@ -179,10 +179,11 @@ fn parse_byte_ranges(value: &[u8]) -> Option<Vec<RangeSpec>> {
         return None;
     }
     let members = split_list(&value[eq + 1..], false);
-    if members.is_empty() || members.len() > MAX_RANGES {
+    let count = members.clone().count();
+    if count == 0 || count > MAX_RANGES {
         return None;
     }
-    members.into_iter().map(parse_spec).collect()
+    members.map(parse_spec).collect()
 }
 
 /// Parses one range-spec: `a-b`, `a-` or `-n`, digits only; `b < a` is invalid.
