@@ -219,13 +219,15 @@ pub fn respond(
         .unwrap_or(0);
     let rep = &meta.reps[index];
 
-    // RFC 9110 §13.2.2: preconditions before Range.
+    // RFC 9110 §13.2.2: preconditions before Range. The other representations' ETags
+    // are chosen by position: their text is read only if the request has a condition.
     let mut other_etags = [""; MAX_REPS];
     let mut others = 0;
-    for r in meta
+    for (_, r) in meta
         .reps
         .iter()
-        .filter(|r| r.etag != rep.etag)
+        .enumerate()
+        .filter(|(i, _)| *i != index)
         .take(MAX_REPS)
     {
         other_etags[others] = &r.etag;
@@ -400,9 +402,57 @@ fn full_block(entry: &Entry, index: usize, compressible: bool) -> HeaderMap {
     }
     full.insert(header::AGE, HeaderValue::from_static("0"));
     full.insert(CACHE_STATUS, HeaderValue::from_static("edge"));
-    // A clone holds exactly its fields; the map it was built in holds a power-of-two
-    // slots' worth (kept for every cached entry, that is kilobytes).
-    full.clone()
+    share_values(&full)
+}
+
+/// Values a block often holds, kept `'static`: cloning one touches no memory.
+const STATIC_VALUES: [&str; 9] = [
+    "0",
+    "edge",
+    "bytes",
+    "accept-encoding",
+    "nosniff",
+    VIA,
+    "br",
+    "zstd",
+    "gzip",
+];
+
+/// `block` as it is kept for every hit: each value not in [`STATIC_VALUES`] a slice of
+/// one buffer. Cloning the block on a hit then touches one reference count and one run
+/// of bytes, where separately allocated values would each be a likely cache miss on a
+/// node with a large index. The map holds exactly its fields (the one they were
+/// gathered in holds a power-of-two slots' worth, kilobytes per cached entry).
+fn share_values(block: &HeaderMap) -> HeaderMap {
+    let known = |v: &HeaderValue| {
+        STATIC_VALUES
+            .iter()
+            .copied()
+            .find(|s| s.as_bytes() == v.as_bytes())
+    };
+    let mut bytes = Vec::new();
+    for (_, value) in block {
+        if known(value).is_none() {
+            bytes.extend_from_slice(value.as_bytes());
+        }
+    }
+    let shared = Bytes::from(bytes);
+    let mut out = HeaderMap::with_capacity(block.len());
+    let mut at = 0;
+    for (name, value) in block {
+        let mut kept = match known(value) {
+            Some(text) => HeaderValue::from_static(text),
+            None => {
+                let end = at + value.len();
+                let slice = shared.slice(at..end);
+                at = end;
+                HeaderValue::from_maybe_shared(slice).unwrap_or_else(|_| value.clone())
+            }
+        };
+        kept.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), kept);
+    }
+    out.clone()
 }
 
 /// The fields of a 304 for the representation whose full response has `full`
@@ -557,6 +607,46 @@ pub fn derived_etag(hash: &crate::cache::meta::BlobHash) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_block_has_the_same_fields_with_values_in_one_buffer() {
+        let mut block = HeaderMap::new();
+        block.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css"));
+        block.append(
+            header::VARY,
+            HeaderValue::from_bytes(b"accept-encoding").unwrap(),
+        );
+        block.append(header::VARY, HeaderValue::from_bytes(b"origin").unwrap());
+        let mut secret = HeaderValue::from_bytes(b"a=1").unwrap();
+        secret.set_sensitive(true);
+        block.insert(header::SET_COOKIE, secret);
+        block.insert(header::ETAG, HeaderValue::from_bytes(b"\"b3-x\"").unwrap());
+        block.insert(header::AGE, HeaderValue::from_static("0"));
+
+        let kept = share_values(&block);
+        let fields = |m: &HeaderMap| {
+            m.iter()
+                .map(|(n, v)| (n.clone(), v.clone(), v.is_sensitive()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fields(&kept), fields(&block));
+        // The values not in STATIC_VALUES lie end to end in one buffer.
+        let dynamic: Vec<&[u8]> = kept
+            .iter()
+            .map(|(_, v)| v.as_bytes())
+            .filter(|v| !STATIC_VALUES.iter().any(|s| s.as_bytes() == *v))
+            .collect();
+        assert_eq!(dynamic.len(), 4);
+        for pair in dynamic.windows(2) {
+            assert_eq!(
+                pair[0].as_ptr().wrapping_add(pair[0].len()),
+                pair[1].as_ptr(),
+                "{:?} then {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
 
     #[test]
     fn cache_status_lists_its_parameters_in_order() {
