@@ -19,9 +19,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use axum::body::Body;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use edge::body::ResponseBody;
 use edge::cache::key::CacheKey;
 use edge::cache::meta::{BlobHash, Meta, Rep, to_unix};
 use edge::cache::{Cache, Entry, Lookup};
@@ -453,7 +453,7 @@ fn respond_bench(c: &mut Criterion) {
     prebuilt.insert(header::CONTENT_LENGTH, HeaderValue::from(br.len()));
     group.bench_function("baseline: prebuilt headers clone + Bytes body", |b| {
         b.iter(|| {
-            let mut response = Response::new(Body::from(black_box(&br).clone()));
+            let mut response = Response::new(ResponseBody::whole(black_box(&br).clone()));
             *response.headers_mut() = black_box(&prebuilt).clone();
             let headers = response.headers_mut();
             headers.insert(header::AGE, HeaderValue::from(0u64));

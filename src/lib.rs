@@ -12,6 +12,7 @@
 //!   cache.
 //! - [`proxy`]: the request path — site, key, lookup, coalesced fill, respond.
 //! - [`respond`]: entry + request → response (representation, 304/412, 206/416, headers).
+//! - [`body`]: the response body type: a memory hit's bytes unboxed, anything else boxed.
 //! - [`fill`]: fetching, revalidating and storing a response from the origin.
 //! - [`compress`]: br, zstd and gzip variants at fill time on a bounded pool; decoding
 //!   bodies an origin sent encoded.
@@ -27,6 +28,7 @@
 //! - [`metrics`]: Prometheus counters and histograms, recorded on the request path.
 
 pub mod admin;
+pub mod body;
 pub mod cache;
 pub mod clock;
 pub mod compress;

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+
+use crate::body::ResponseBody;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
@@ -43,7 +45,7 @@ pub trait Handler: Clone + Send + Sync + 'static {
         request: Request<Incoming>,
         peer: SocketAddr,
         scheme: Scheme,
-    ) -> impl Future<Output = Response<Body>> + Send + use<Self>;
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + use<Self>;
 }
 
 /// The admin listener's routes. The scheme is in the request's extensions.
@@ -53,12 +55,12 @@ impl Handler for Router {
         mut request: Request<Incoming>,
         _peer: SocketAddr,
         scheme: Scheme,
-    ) -> impl Future<Output = Response<Body>> + Send + use<> {
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + use<> {
         request.extensions_mut().insert(scheme);
         let response = self.clone().oneshot(request.map(Body::new));
         async move {
             match response.await {
-                Ok(response) => response,
+                Ok(response) => response.map(ResponseBody::from),
                 Err(never) => match never {},
             }
         }
@@ -295,7 +297,7 @@ impl Drop for Open {
 
 /// A response body that keeps its request counted as open until it ends.
 struct Tracked {
-    body: Body,
+    body: ResponseBody,
     /// Held, not read: hyper drops the body once it has been sent.
     _open: Open,
 }

@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime};
 use std::future::Future;
 
 use axum::body::Body;
+
+use crate::body::ResponseBody;
 use axum::response::IntoResponse;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, request};
@@ -49,7 +51,7 @@ impl Handler for Client {
         request: Request<Incoming>,
         peer: SocketAddr,
         scheme: Scheme,
-    ) -> impl Future<Output = Response<Body>> + Send + use<> {
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + use<> {
         let state = self.0.clone();
         async move { handle(&state, peer, scheme, request).await }
     }
@@ -61,7 +63,7 @@ pub async fn handle(
     peer: SocketAddr,
     scheme: Scheme,
     mut request: Request<Incoming>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
     if scheme == Scheme::Https {
         // Plain HTTP is the default: no extension (and no allocation) for it.
@@ -75,7 +77,7 @@ pub async fn handle(
         Some(ref host) => serve(state, host, peer, request).await,
         None => Err(EdgeError::BadRequest("missing or invalid Host")),
     }
-    .unwrap_or_else(|error| error.into_response());
+    .unwrap_or_else(|error| error.into_response().map(ResponseBody::from));
     let headers = response.headers_mut();
     // Looked up before inserting: `entry` reserves room first, and on a map exactly at
     // capacity that is a reallocation even when the field is there.
@@ -179,7 +181,7 @@ async fn serve(
     host: &str,
     peer: SocketAddr,
     request: Request<Incoming>,
-) -> Result<Response<Body>, EdgeError> {
+) -> Result<Response<ResponseBody>, EdgeError> {
     let limits = &state.config.server.limits;
     let target_len = request
         .uri()
@@ -194,7 +196,7 @@ async fn serve(
         .by_host(host)
         .ok_or_else(|| EdgeError::UnknownHost(host.to_owned()))?;
     if let Some(redirect) = crate::tls::https_redirect(state, site, host, &request) {
-        return Ok(redirect);
+        return Ok(redirect.map(ResponseBody::from));
     }
     // One normalisation for the key and for what the origin is asked: they can never
     // name different resources.
@@ -249,7 +251,12 @@ const MAX_RESTARTS: usize = 3;
 
 impl Get<'_> {
     /// Builds the response from a stored entry, presented as this site says.
-    fn respond(&self, entry: &Entry, now: SystemTime, status: CacheStatus) -> Response<Body> {
+    fn respond(
+        &self,
+        entry: &Entry,
+        now: SystemTime,
+        status: CacheStatus,
+    ) -> Response<ResponseBody> {
         let compressor = &self.state.compressor;
         let compressible = |meta: &crate::cache::meta::Meta| {
             let content_type = meta
@@ -277,7 +284,7 @@ impl Get<'_> {
         }
     }
 
-    async fn serve(&self) -> Result<Response<Body>, EdgeError> {
+    async fn serve(&self) -> Result<Response<ResponseBody>, EdgeError> {
         for _ in 0..MAX_RESTARTS {
             if let Some(response) = self.attempt().await? {
                 return Ok(response);
@@ -288,7 +295,7 @@ impl Get<'_> {
     }
 
     /// One pass through lookup and fill; `None` to start over.
-    async fn attempt(&self) -> Result<Option<Response<Body>>, EdgeError> {
+    async fn attempt(&self) -> Result<Option<Response<ResponseBody>>, EdgeError> {
         let key = self.key();
         let now = self.state.clock.now();
         let only_if_cached = self.directives.only_if_cached;
@@ -350,7 +357,7 @@ impl Get<'_> {
         key: &CacheKey,
         stale: Option<Arc<Entry>>,
         reason: &'static str,
-    ) -> Result<Option<Response<Body>>, EdgeError> {
+    ) -> Result<Option<Response<ResponseBody>>, EdgeError> {
         loop {
             match self.state.cache.flights().join(key) {
                 Flight::Leader(leader) => {
@@ -410,7 +417,7 @@ impl Get<'_> {
         key: &CacheKey,
         stale: Option<Arc<Entry>>,
         reason: &'static str,
-    ) -> Result<Response<Body>, EdgeError> {
+    ) -> Result<Response<ResponseBody>, EdgeError> {
         let filled = fill(
             self.state.clone(),
             self.site.clone(),
@@ -429,7 +436,7 @@ impl Get<'_> {
         stale: Option<&Arc<Entry>>,
         reason: &'static str,
         collapsed: bool,
-    ) -> Result<Response<Body>, EdgeError> {
+    ) -> Result<Response<ResponseBody>, EdgeError> {
         let now = self.state.clock.now();
         let usable_stale = stale.filter(|e| self.within_stale_if_error(e, now));
         match filled {
@@ -473,7 +480,7 @@ impl Get<'_> {
                     ..CacheStatus::forward(reason)
                 };
                 decorate_pass(response.headers_mut(), status);
-                Ok(response)
+                Ok(response.map(ResponseBody::from))
             }
             Err(EdgeError::Origin { kind, .. }) if usable_stale.is_some() => {
                 let entry = usable_stale.expect("checked above");
@@ -622,7 +629,7 @@ async fn pass_unsafe(
     host: &str,
     peer: SocketAddr,
     request: Request<Incoming>,
-) -> Result<Response<Body>, EdgeError> {
+) -> Result<Response<ResponseBody>, EdgeError> {
     let (parts, body) = request.into_parts();
     let max = state.config.server.limits.max_request_body;
     let declared = parts
@@ -676,7 +683,7 @@ async fn pass_unsafe(
             ..CacheStatus::forward("method")
         },
     );
-    Ok(response)
+    Ok(response.map(ResponseBody::from))
 }
 
 /// Removes a URL and all its `Vary` variants.

@@ -5,6 +5,8 @@
 use std::time::SystemTime;
 
 use axum::body::Body;
+
+use crate::body::ResponseBody;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, request};
@@ -184,7 +186,7 @@ pub fn respond(
     now: SystemTime,
     mut status: CacheStatus,
     presentation: &Presentation<'_>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let meta = &entry.meta;
     let response_at = meta.response_at();
     if status.hit {
@@ -323,9 +325,9 @@ fn replace(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
 
 /// A whole stored body as a response body: from memory, a reference to the stored
 /// bytes; from disk, one segment streamed and verified.
-fn whole_body(stored: &Stored) -> Body {
+fn whole_body(stored: &Stored) -> ResponseBody {
     match stored {
-        Stored::Memory(bytes) => Body::from(bytes.clone()),
+        Stored::Memory(bytes) => ResponseBody::whole(bytes.clone()),
         Stored::Disk(_) if stored.is_empty() => body_bytes(stored, Vec::new()),
         Stored::Disk(_) => body_bytes(
             stored,
@@ -341,11 +343,11 @@ fn whole_body(stored: &Stored) -> Body {
 /// streamed from its blob file, verified as it is read (a blob that fails verification
 /// ends the body with an error, so the response is never complete as if it were whole).
 /// Nothing is read until the body is polled, so HEAD costs no disk reads.
-fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> Body {
+fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> ResponseBody {
     match stored {
         Stored::Memory(bytes) => match segments.as_slice() {
             [Segment::Range { start, end }] => {
-                Body::from(bytes.slice(*start as usize..=*end as usize))
+                ResponseBody::whole(bytes.slice(*start as usize..=*end as usize))
             }
             _ => {
                 let mut out = BytesMut::new();
@@ -357,10 +359,10 @@ fn body_bytes(stored: &Stored, segments: Vec<Segment>) -> Body {
                         }
                     }
                 }
-                Body::from(out.freeze())
+                ResponseBody::whole(out.freeze())
             }
         },
-        Stored::Disk(disk) => Body::from_stream(disk.stream(segments)),
+        Stored::Disk(disk) => Body::from_stream(disk.stream(segments)).into(),
     }
 }
 
@@ -489,14 +491,14 @@ fn stored_headers(meta: &Meta) -> HeaderMap {
     headers
 }
 
-fn empty(status: StatusCode, headers: HeaderMap) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
+fn empty(status: StatusCode, headers: HeaderMap) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
 }
 
-fn precondition_failed(full: HeaderMap) -> Response<Body> {
+fn precondition_failed(full: HeaderMap) -> Response<ResponseBody> {
     let mut headers = HeaderMap::new();
     for name in [header::ETAG, header::LAST_MODIFIED, header::DATE] {
         if let Some(v) = full.get(&name) {
@@ -510,7 +512,7 @@ fn precondition_failed(full: HeaderMap) -> Response<Body> {
     empty(StatusCode::PRECONDITION_FAILED, headers)
 }
 
-fn unsatisfiable(mut headers: HeaderMap, len: u64) -> Response<Body> {
+fn unsatisfiable(mut headers: HeaderMap, len: u64) -> Response<ResponseBody> {
     headers.remove(header::CONTENT_ENCODING);
     if let Ok(v) = HeaderValue::from_str(&range::unsatisfiable_content_range(len)) {
         headers.insert(header::CONTENT_RANGE, v);
@@ -519,8 +521,10 @@ fn unsatisfiable(mut headers: HeaderMap, len: u64) -> Response<Body> {
     empty(StatusCode::RANGE_NOT_SATISFIABLE, headers)
 }
 
-fn not_acceptable(status: CacheStatus) -> Response<Body> {
-    let mut response = Response::new(Body::from("no acceptable content-coding\n"));
+fn not_acceptable(status: CacheStatus) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::whole(Bytes::from_static(
+        b"no acceptable content-coding\n",
+    )));
     *response.status_mut() = StatusCode::NOT_ACCEPTABLE;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -542,7 +546,7 @@ fn partial(
     stored: &Stored,
     hash: &BlobHash,
     ranges: &[ByteRange],
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let complete = stored.len();
     let segments = if let [only] = ranges {
         if let Ok(v) = HeaderValue::from_str(&only.content_range(complete)) {
