@@ -13,12 +13,16 @@
 //! `RWF_NOWAIT`, which fails rather than wait for the disk); only a chunk that needs
 //! the disk goes to the blocking pool. The hand-off to a pool thread and back is two
 //! context switches per chunk, which cost more than the read itself for a hot object.
+//!
+//! Chunks are read into buffers kept for reuse ([`Chunk`]): once hyper has sent a chunk
+//! and dropped it, its buffer goes back to a small pool, already initialised (a fresh
+//! one must be zeroed before it can be read into) and likely still in the CPU's cache.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -224,15 +228,15 @@ impl Reader {
     async fn read_chunk(&self) -> io::Result<Bytes> {
         let n = CHUNK.min(self.body.len - self.pos) as usize;
         let pos = self.pos;
-        let mut buf = vec![0; n];
-        let cached = cached_prefix(&self.body.file, &mut buf, pos);
+        let mut chunk = Chunk::take(n);
+        let cached = cached_prefix(&self.body.file, chunk.as_mut(), pos);
         if cached == n {
-            return Ok(Bytes::from(buf));
+            return Ok(Bytes::from_owner(chunk));
         }
         let file = self.body.file.clone();
         let read = tokio::task::spawn_blocking(move || {
-            file.read_exact_at(&mut buf[cached..], pos + cached as u64)
-                .map(|()| Bytes::from(buf))
+            file.read_exact_at(&mut chunk.as_mut()[cached..], pos + cached as u64)
+                .map(|()| Bytes::from_owner(chunk))
         })
         .await
         .map_err(io::Error::other)?;
@@ -250,6 +254,50 @@ impl Reader {
     fn corrupt(&self, fault: &Fault) {
         if let Some(tier) = self.body.tier.upgrade() {
             tier.corrupt_found(&self.body.key, &self.body.hash, fault);
+        }
+    }
+}
+
+/// Chunk buffers no response holds, ready for reuse: at most [`POOLED`] of them.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Buffers kept in [`POOL`]: 8 MiB, enough for every stream a worker has in flight to
+/// find one at a steady state.
+const POOLED: usize = 64;
+
+/// One chunk of a blob: the first `len` bytes of a [`CHUNK`]-sized buffer, which goes
+/// back to [`POOL`] when the last `Bytes` made from it is dropped.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    /// A buffer for `len` (at most [`CHUNK`]) bytes: a pooled one, or a new one.
+    fn take(len: usize) -> Chunk {
+        let pooled = POOL.lock().map(|mut pool| pool.pop()).ok().flatten();
+        let buf = pooled.unwrap_or_else(|| vec![0; CHUNK as usize]);
+        Chunk { buf, len }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if let Ok(mut pool) = POOL.lock()
+            && pool.len() < POOLED
+        {
+            pool.push(buf);
         }
     }
 }
@@ -277,6 +325,24 @@ fn cached_prefix(file: &File, buf: &mut [u8], pos: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pooled_chunk_shows_only_the_bytes_read_into_it() {
+        let mut first = Chunk::take(CHUNK as usize);
+        first.as_mut().fill(b'a');
+        drop(Bytes::from_owner(first));
+        let mut second = Chunk::take(10);
+        assert_eq!(second.as_mut().len(), 10);
+        second.as_mut().copy_from_slice(b"0123456789");
+        let bytes = Bytes::from_owner(second);
+        assert_eq!(bytes, "0123456789");
+        let slice = bytes.slice(2..4);
+        drop(bytes);
+        // The slice still holds the buffer: reusing it now would change these bytes.
+        let mut third = Chunk::take(CHUNK as usize);
+        third.as_mut().fill(b'z');
+        assert_eq!(slice, "23");
+    }
 
     #[test]
     fn a_cached_read_takes_what_the_page_cache_holds_up_to_the_end_of_the_file() {
