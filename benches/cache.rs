@@ -161,7 +161,7 @@ fn lookup(c: &mut Criterion) {
             let Lookup::Fresh(hit) = cache.lookup(black_box(&big), now).await else {
                 unreachable!("stored above")
             };
-            let Body::Disk(disk) = &hit.entry.bodies[0] else {
+            let Body::Disk(disk) = hit.entry.body(0) else {
                 unreachable!("1 MiB is above memory_object_max")
             };
             let whole = vec![Segment::Range {

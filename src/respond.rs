@@ -242,7 +242,7 @@ pub fn respond(
     };
     let precondition = conditional::evaluate(&request.method, &request.headers, &validators);
 
-    let block = &entry.header_blocks[index];
+    let block = entry.header_block(index);
     let full = block
         .full
         .get_or_init(|| full_block(entry, index, (presentation.compressible)(meta)));
@@ -287,12 +287,12 @@ pub fn respond(
                 if let Ok(v) = HeaderValue::from_str(&identity.etag) {
                     headers.insert(header::ETAG, v);
                 }
-                return partial(headers, &entry.bodies[0], &identity.hash, &ranges);
+                return partial(headers, entry.body(0), &identity.hash, &ranges);
             }
         }
     }
 
-    let mut response = Response::new(whole_body(&entry.bodies[index]));
+    let mut response = Response::new(whole_body(entry.body(index)));
     *response.status_mut() = status_code;
     *response.headers_mut() = headers;
     response
@@ -395,7 +395,7 @@ fn full_block(entry: &Entry, index: usize, compressible: bool) -> HeaderMap {
     }
     full.insert(
         header::CONTENT_LENGTH,
-        HeaderValue::from(entry.bodies[index].len()),
+        HeaderValue::from(entry.body(index).len()),
     );
     // RFC 9110 §7.6.3, as every response gets it: here, so that it need not be
     // appended (growing the map) on each hit.

@@ -35,14 +35,17 @@ pub struct Entry {
     pub key: CacheKey,
     /// Status, headers, validators, freshness, representations.
     pub meta: Meta,
-    /// Bodies, parallel to `meta.reps`.
-    pub bodies: Vec<Body>,
+    /// Per representation, parallel to `meta.reps`: its body and its response header
+    /// block, side by side in one allocation, so that a hit finds both in one place.
+    reps: Box<[Held]>,
     /// When a hit on it was last passed to the disk tier's recency, in Unix seconds.
     touched: AtomicU64,
-    /// Per representation, the response header block built from `meta` on first use,
-    /// then cloned per response instead of rebuilt on every hit (see
-    /// [`crate::respond`]).
-    pub header_blocks: Box<[HeaderBlock]>,
+}
+
+/// What an entry holds for one representation.
+struct Held {
+    body: Body,
+    block: HeaderBlock,
 }
 
 /// One representation's response fields, built by [`crate::respond`] when first
@@ -107,12 +110,34 @@ impl Body {
 impl Entry {
     fn new(key: CacheKey, meta: Meta, bodies: Vec<Body>) -> Self {
         Entry {
-            header_blocks: meta.reps.iter().map(|_| HeaderBlock::default()).collect(),
+            reps: bodies
+                .into_iter()
+                .map(|body| Held {
+                    body,
+                    block: HeaderBlock::default(),
+                })
+                .collect(),
             key,
             meta,
-            bodies,
             touched: AtomicU64::new(0),
         }
+    }
+
+    /// The body of representation `index` (of `meta.reps`).
+    pub fn body(&self, index: usize) -> &Body {
+        &self.reps[index].body
+    }
+
+    /// The bodies, in the order of `meta.reps`.
+    pub fn bodies(&self) -> impl ExactSizeIterator<Item = &Body> {
+        self.reps.iter().map(|held| &held.body)
+    }
+
+    /// The response header block of representation `index`, built from `meta` on
+    /// first use, then cloned per response instead of rebuilt on every hit (see
+    /// [`crate::respond`]).
+    pub fn header_block(&self, index: usize) -> &HeaderBlock {
+        &self.reps[index].block
     }
 
     /// What the memory budget charges for this entry: its body bytes and an estimate,
@@ -148,12 +173,12 @@ impl Entry {
 
     /// Body bytes held in memory by this entry (what the memory budget counts).
     pub fn memory_bytes(&self) -> u64 {
-        self.bodies.iter().map(Body::memory_len).sum()
+        self.bodies().map(Body::memory_len).sum()
     }
 
     /// Whether every body is in memory.
     pub fn in_memory(&self) -> bool {
-        self.bodies.iter().all(|b| matches!(b, Body::Memory(_)))
+        self.bodies().all(|b| matches!(b, Body::Memory(_)))
     }
 
     /// Whether a hit at `now` (Unix seconds) should refresh the entry's disk recency:
@@ -445,7 +470,8 @@ impl Cache {
     /// RFC 9111 §4.3.4, or a soft purge), in both tiers. Returns the new entry.
     pub fn update_meta(&self, entry: &Entry, mut meta: Meta) -> Arc<Entry> {
         meta.generation = self.generation();
-        let updated = Arc::new(Entry::new(entry.key.clone(), meta, entry.bodies.clone()));
+        let bodies = entry.bodies().cloned().collect();
+        let updated = Arc::new(Entry::new(entry.key.clone(), meta, bodies));
         self.bump(&updated.key);
         self.inner.memory.insert(updated.clone());
         self.index_tags(&updated);

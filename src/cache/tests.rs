@@ -332,7 +332,7 @@ async fn entries_survive_a_restart_and_are_promoted_from_disk() {
         panic!("expected a fresh disk hit")
     };
     assert_eq!(hit.tier, Tier::Disk);
-    assert!(matches!(&hit.entry.bodies[0], Body::Memory(b) if b == "persisted"));
+    assert!(matches!(hit.entry.body(0), Body::Memory(b) if b == "persisted"));
     let Lookup::Fresh(again) = cache.lookup(&key("/a"), SystemTime::now()).await else {
         panic!("expected a fresh memory hit")
     };
@@ -371,7 +371,7 @@ async fn a_large_object_stays_on_disk_and_streams_ranges_verified() {
         cache.memory().peek(&key("/big")).is_none(),
         "too big for memory"
     );
-    let (out, error) = collect(&hit.entry.bodies[0], whole(body.len())).await;
+    let (out, error) = collect(hit.entry.body(0), whole(body.len())).await;
     assert!(error.is_none(), "{error:?}");
     assert!(out == body, "the whole body streams back");
     let parts = vec![
@@ -389,7 +389,7 @@ async fn a_large_object_stays_on_disk_and_streams_ranges_verified() {
     expected.push(b'|');
     expected.extend_from_slice(&body[70_000..=200_000]);
     expected.push(b'>');
-    let (out, error) = collect(&hit.entry.bodies[0], parts).await;
+    let (out, error) = collect(hit.entry.body(0), parts).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(out, expected);
 }
@@ -408,7 +408,7 @@ async fn a_corrupt_large_blob_ends_its_stream_with_an_error_before_the_last_byte
     let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
         panic!("the length is right, so the lookup opens it")
     };
-    let (out, error) = collect(&hit.entry.bodies[0], whole(200_000)).await;
+    let (out, error) = collect(hit.entry.body(0), whole(200_000)).await;
     assert!(error.is_some(), "the stream must fail");
     assert!(
         out.len() < body.len(),
@@ -437,7 +437,7 @@ async fn a_blob_cut_short_while_open_ends_its_stream_with_an_error() {
         .unwrap()
         .set_len(200_000)
         .unwrap();
-    let (out, error) = collect(&hit.entry.bodies[0], whole(body.len())).await;
+    let (out, error) = collect(hit.entry.body(0), whole(body.len())).await;
     assert!(error.is_some(), "the stream must fail");
     assert!(
         out.len() < 200_000,

@@ -217,7 +217,7 @@ fn write_blobs(
     fresh: &mut Vec<BlobHash>,
     dirty_dirs: &mut BTreeSet<std::path::PathBuf>,
 ) -> bool {
-    for (rep, body) in entry.meta.reps.iter().zip(&entry.bodies) {
+    for (rep, body) in entry.meta.reps.iter().zip(entry.bodies()) {
         if written.contains(&rep.hash) {
             continue;
         }
