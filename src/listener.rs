@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-
-use crate::body::ResponseBody;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
@@ -34,6 +32,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::tls::Scheme;
 

@@ -11,14 +11,13 @@ use std::time::{Duration, SystemTime};
 use std::future::Future;
 
 use axum::body::Body;
-
-use crate::body::ResponseBody;
 use axum::response::IntoResponse;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, request};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::body::ResponseBody;
 use crate::cache::flight::{Flight, Leader, Outcome};
 use crate::cache::key::CacheKey;
 use crate::cache::{Entry, Lookup};

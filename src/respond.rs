@@ -5,12 +5,11 @@
 use std::time::SystemTime;
 
 use axum::body::Body;
-
-use crate::body::ResponseBody;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, request};
 
+use crate::body::ResponseBody;
 use crate::cache::meta::BlobHash;
 use crate::cache::meta::Meta;
 use crate::cache::{Body as Stored, Entry, Segment};
