@@ -1,6 +1,7 @@
 //! The body of every response edge sends to clients.
 //!
-//! A memory hit is one `Bytes` handed to hyper as one frame: no box, no allocation.
+//! A memory hit is one `Bytes` handed to hyper as one frame (`http_body_util::Full`):
+//! no box, no allocation.
 //! Everything else (disk streams, origin bodies on a pass or a miss, the admin API's
 //! answers) is an [`axum::body::Body`], which boxes what it wraps.
 
@@ -10,12 +11,13 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use http_body_util::Full;
 
 /// A response body: whole bytes, or any other body.
 #[derive(Debug)]
 pub enum ResponseBody {
-    /// Bytes sent as one frame; `None` once sent, or from the start when empty.
-    Whole(Option<Bytes>),
+    /// Bytes sent as one frame (none when empty).
+    Whole(Full<Bytes>),
     /// Any other body, boxed.
     Boxed(Body),
 }
@@ -23,12 +25,12 @@ pub enum ResponseBody {
 impl ResponseBody {
     /// `bytes` as the whole body.
     pub fn whole(bytes: Bytes) -> Self {
-        ResponseBody::Whole((!bytes.is_empty()).then_some(bytes))
+        ResponseBody::Whole(Full::new(bytes))
     }
 
     /// No body.
     pub fn empty() -> Self {
-        ResponseBody::Whole(None)
+        ResponseBody::whole(Bytes::new())
     }
 }
 
@@ -47,23 +49,23 @@ impl http_body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         match self.get_mut() {
-            ResponseBody::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Whole(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
             ResponseBody::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Whole(bytes) => bytes.is_none(),
+            ResponseBody::Whole(full) => full.is_end_stream(),
             ResponseBody::Boxed(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Whole(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            ResponseBody::Whole(full) => full.size_hint(),
             ResponseBody::Boxed(body) => body.size_hint(),
         }
     }

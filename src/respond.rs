@@ -327,14 +327,13 @@ fn replace(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
 fn whole_body(stored: &Stored) -> ResponseBody {
     match stored {
         Stored::Memory(bytes) => ResponseBody::whole(bytes.clone()),
-        Stored::Disk(_) if stored.is_empty() => body_bytes(stored, Vec::new()),
-        Stored::Disk(_) => body_bytes(
-            stored,
-            vec![Segment::Range {
+        Stored::Disk(_) => {
+            let whole = (!stored.is_empty()).then(|| Segment::Range {
                 start: 0,
                 end: stored.len() - 1,
-            }],
-        ),
+            });
+            body_bytes(stored, whole.into_iter().collect())
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method};
 
-use super::{date, split_list, trim};
+use super::{date, field_members, trim};
 
 /// The headers a 304 response carries when the 200 would have (RFC 9110 §15.4.5):
 /// `Cache-Control`, `Content-Location`, `Date`, `ETag`, `Expires` and `Vary`, plus
@@ -212,14 +212,6 @@ enum TagList<I> {
     Tags(I),
 }
 
-/// The members of every line of a list field, in order.
-fn members<'a>(request: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
-    request
-        .get_all(name)
-        .into_iter()
-        .flat_map(|line| split_list(line.as_bytes(), false))
-}
-
 /// Reads every line of an entity-tag list field; `None` when the field is absent.
 /// `*` counts only as the whole field value; malformed members are dropped, so a
 /// field of nothing but garbage is an empty list that matches nothing. Nothing is
@@ -229,12 +221,12 @@ fn tag_list<'a>(
     name: &HeaderName,
 ) -> Option<TagList<impl Iterator<Item = EntityTag<'a>>>> {
     request.get(name)?;
-    let mut all = members(request, name);
+    let mut all = field_members(request, name);
     if all.next() == Some(b"*") && all.next().is_none() {
         return Some(TagList::Any);
     }
     Some(TagList::Tags(
-        members(request, name).filter_map(EntityTag::parse),
+        field_members(request, name).filter_map(EntityTag::parse),
     ))
 }
 

@@ -15,7 +15,7 @@ use http::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
 
 use super::cache_control::CacheControl;
-use super::{date, split_list, trim};
+use super::{date, field_members, split_list, trim};
 
 /// `CDN-Cache-Control` (RFC 9213 §3) and `Surrogate-Control` (W3C Edge Architecture
 /// Specification): cache policy for this cache only, in precedence order.
@@ -394,10 +394,7 @@ fn understood_status(status: u16) -> bool {
 
 /// Whether any `Vary` line lists `*` (RFC 9110 §12.5.5).
 fn has_vary_star(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(VARY)
-        .iter()
-        .any(|line| split_list(line.as_bytes(), false).any(|m| m == b"*"))
+    field_members(headers, &VARY).any(|m| m == b"*")
 }
 
 /// Whole seconds from `from` to `to`, 0 when `to` is earlier.

@@ -47,6 +47,18 @@ pub(crate) fn split_list(line: &[u8], escapes: bool) -> ListMembers<'_> {
     }
 }
 
+/// The members of every line of list field `name`, in order (RFC 9110 §5.3: the lines
+/// form one list), without escapes: see [`split_list`].
+pub(crate) fn field_members<'a>(
+    headers: &'a http::HeaderMap,
+    name: &http::HeaderName,
+) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|line| split_list(line.as_bytes(), false))
+}
+
 /// The members of one list field line: see [`split_list`].
 #[derive(Clone)]
 pub(crate) struct ListMembers<'a> {
