@@ -4,12 +4,14 @@
 //! Every response carries `Cache-Status` and `Age` and is logged once.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use std::future::Future;
 
+use arrayvec::ArrayString;
 use axum::body::Body;
 use axum::response::IntoResponse;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -147,14 +149,21 @@ fn outcome_of(cache_status: &str) -> &'static str {
     }
 }
 
+/// Longest host name a request may name: a DNS name is at most 253 characters
+/// (RFC 1035 §2.3.4), an IPv6 literal far less.
+const MAX_HOST: usize = 255;
+
+/// A request's host, held inline: reading it allocates nothing.
+pub type Host = ArrayString<MAX_HOST>;
+
 /// The request's host: the URI authority (HTTP/2, absolute-form) or `Host`;
-/// lower-cased, without port or trailing dot.
-pub fn request_host<B>(request: &Request<B>) -> Option<String> {
+/// lower-cased, without port or trailing dot. `None` when there is none, or it is
+/// longer than any host name can be.
+pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
     let raw = match request.uri().host() {
         Some(h) => h,
         None => request.headers().get(header::HOST)?.to_str().ok()?,
     };
-    // Sliced, then copied once (lower-cased) into the one string it needs.
     let (name, close) = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets, drop any port.
         match raw.find(']') {
@@ -168,9 +177,9 @@ pub fn request_host<B>(request: &Request<B>) -> Option<String> {
     if name.is_empty() {
         return None;
     }
-    let mut host = String::with_capacity(name.len() + close.len());
-    host.push_str(name);
-    host.push_str(close);
+    let mut host = Host::new();
+    host.try_push_str(name).ok()?;
+    host.try_push_str(close).ok()?;
     host.make_ascii_lowercase();
     Some(host)
 }
@@ -203,14 +212,19 @@ async fn serve(
         request.uri().path_and_query().map_or("/", |p| p.as_str()),
         &site.query,
     );
-    let primary = CacheKey::new(&site.name, host, &target);
     let cache_control = site
         .immutable
         .header_for(target.split('?').next().unwrap_or(&target));
 
     if request.method() != Method::GET && request.method() != Method::HEAD {
+        let primary = CacheKey::new(&site.name, host, &target);
         return Box::pin(pass_unsafe(state, site, &primary, host, peer, request)).await;
     }
+    // A target normalisation left as it was is read from the request again: no copy.
+    let normalised = match target {
+        Cow::Owned(target) => Some(target),
+        Cow::Borrowed(_) => None,
+    };
     let (mut parts, _body) = request.into_parts();
     let directives =
         CacheControl::from_headers(&parts.headers, &header::CACHE_CONTROL).unwrap_or_default();
@@ -223,7 +237,9 @@ async fn serve(
         state,
         site,
         cache_control,
-        primary,
+        host,
+        normalised,
+        primary: OnceLock::new(),
         peer,
         parts,
         directives,
@@ -237,11 +253,23 @@ struct Get<'a> {
     site: &'a SiteRuntime,
     /// The site's `Cache-Control` for this path (immutable rules), if any.
     cache_control: Option<&'a HeaderValue>,
-    primary: CacheKey,
+    /// The request's host, as [`request_host`] gives it.
+    host: &'a str,
+    /// The normalised target, when normalisation changed it (see [`Get::target`]).
+    normalised: Option<String>,
+    /// The primary key, built the first time it is needed: a hit in the memory tier is
+    /// looked up by the key's text and never needs it.
+    primary: OnceLock<CacheKey>,
     peer: SocketAddr,
     parts: request::Parts,
     /// The client's `Cache-Control`, read before an `ignore` site dropped it.
     directives: CacheControl,
+}
+
+thread_local! {
+    /// The text of the primary key a request's memory lookup uses, rebuilt in place
+    /// for each request (see [`Get::lookup_in_place`]).
+    static KEY_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// How many times a request starts over when a coalesced fill produced another
@@ -275,12 +303,40 @@ impl Get<'_> {
         self.site.config.client_cache_control == ClientCacheControl::Honor
     }
 
+    /// The normalised path and query the key and the origin request use.
+    fn target(&self) -> &str {
+        match &self.normalised {
+            Some(target) => target,
+            None => self.parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        }
+    }
+
+    fn primary(&self) -> &CacheKey {
+        self.primary
+            .get_or_init(|| CacheKey::new(&self.site.name, self.host, self.target()))
+    }
+
     /// The key this request selects: the primary key, or its `Vary` variant.
     fn key(&self) -> Cow<'_, CacheKey> {
-        match self.state.cache.vary(&self.primary) {
-            Some(names) => Cow::Owned(variant_key(&self.primary, &names, &self.parts.headers)),
-            None => Cow::Borrowed(&self.primary),
+        let primary = self.primary();
+        match self.state.cache.vary(primary) {
+            Some(names) => Cow::Owned(variant_key(primary, &names, &self.parts.headers)),
+            None => Cow::Borrowed(primary),
         }
+    }
+
+    /// The memory tier's answer for a URL that does not vary, looked up by the primary
+    /// key's text written into a buffer each thread reuses; `None` when the request needs
+    /// the whole lookup (the URL varies, or the memory tier does not hold it).
+    fn lookup_in_place(&self, now: SystemTime) -> Option<Lookup> {
+        KEY_TEXT.with_borrow_mut(|text| {
+            CacheKey::write(text, &self.site.name, self.host, self.target());
+            let cache = &self.state.cache;
+            if cache.varies(text) {
+                return None;
+            }
+            cache.lookup_memory(text, now)
+        })
     }
 
     async fn serve(&self) -> Result<Response<ResponseBody>, EdgeError> {
@@ -295,14 +351,22 @@ impl Get<'_> {
 
     /// One pass through lookup and fill; `None` to start over.
     async fn attempt(&self) -> Result<Option<Response<ResponseBody>>, EdgeError> {
-        let key = self.key();
         let now = self.state.clock.now();
         let only_if_cached = self.directives.only_if_cached;
-        match self.state.cache.lookup(&key, now).await {
+        // The key is built only when the answer is not a memory hit, and then once.
+        let (looked, key) = match self.lookup_in_place(now) {
+            Some(found) => (found, None),
+            None => {
+                let key = self.key();
+                (self.state.cache.lookup(&key, now).await, Some(key))
+            }
+        };
+        let key = || key.unwrap_or_else(|| self.key());
+        match looked {
             Lookup::Fresh(hit) => {
                 if self.honor() && self.client_wants_revalidation(&hit.entry, now) {
                     // The miss paths are boxed: the hit path's future stays small.
-                    return Box::pin(self.forward(&key, Some(hit.entry), "request")).await;
+                    return Box::pin(self.forward(&key(), Some(hit.entry), "request")).await;
                 }
                 Ok(Some(self.respond(&hit.entry, now, CacheStatus::hit())))
             }
@@ -319,17 +383,18 @@ impl Get<'_> {
                     return Err(EdgeError::NotCached);
                 }
                 if self.within_stale_while_revalidate(&entry, now) {
-                    self.refresh_in_background(&key, entry.clone());
+                    self.refresh_in_background(&key(), entry.clone());
                     let status = CacheStatus {
                         detail: Some("stale-while-revalidate"),
                         ..CacheStatus::hit()
                     };
                     return Ok(Some(self.respond(&entry, now, status)));
                 }
-                Box::pin(self.forward(&key, Some(entry), "stale")).await
+                Box::pin(self.forward(&key(), Some(entry), "stale")).await
             }
             Lookup::Miss if only_if_cached => Err(EdgeError::NotCached),
             Lookup::Miss => {
+                let key = key();
                 let reason = if key.is_variant() {
                     "vary-miss"
                 } else {
@@ -342,7 +407,7 @@ impl Get<'_> {
 
     fn fill_request(&self, stale: Option<Arc<Entry>>) -> FillRequest {
         FillRequest {
-            primary: self.primary.clone(),
+            primary: self.primary().clone(),
             client_headers: self.parts.headers.clone(),
             peer: self.peer,
             stale,
@@ -712,7 +777,7 @@ fn decorate_pass(headers: &mut HeaderMap, status: CacheStatus) {
 mod tests {
     use super::*;
 
-    fn host_of(field: &str) -> Option<String> {
+    fn host_of(field: &str) -> Option<Host> {
         let request = Request::builder()
             .uri("/x")
             .header(header::HOST, field)
@@ -735,6 +800,9 @@ mod tests {
         assert_eq!(host_of("[::1").as_deref(), Some("[::1]"));
         assert_eq!(host_of(":80"), None);
         assert_eq!(host_of("."), None);
+        let longest = "a".repeat(MAX_HOST);
+        assert_eq!(host_of(&longest).as_deref(), Some(longest.as_str()));
+        assert_eq!(host_of(&format!("{longest}a")), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The cache key: site, host, and the normalised path and query of a request.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 /// Identifies one stored response: `site \x1f host \x1f path?query`.
@@ -19,12 +20,19 @@ impl CacheKey {
     /// Builds the key of a request for `site`.
     pub fn new(site: &str, host: &str, path_and_query: &str) -> Self {
         let mut s = String::with_capacity(site.len() + host.len() + path_and_query.len() + 2);
-        s.push_str(site);
-        s.push(SEP);
-        s.push_str(host);
-        s.push(SEP);
-        s.push_str(path_and_query);
+        Self::write(&mut s, site, host, path_and_query);
         CacheKey(s)
+    }
+
+    /// Writes the stored form of [`Self::new`]'s key into `out` (cleared first): a
+    /// lookup by text, through a reused buffer, needs no key of its own.
+    pub fn write(out: &mut String, site: &str, host: &str, path_and_query: &str) {
+        out.clear();
+        out.push_str(site);
+        out.push(SEP);
+        out.push_str(host);
+        out.push(SEP);
+        out.push_str(path_and_query);
     }
 
     /// Rebuilds a key from its stored form (the disk index).
@@ -82,6 +90,14 @@ impl CacheKey {
     }
 }
 
+/// Maps and caches keyed by `CacheKey` can be searched with the stored form: a key
+/// hashes and compares exactly as its text does.
+impl Borrow<str> for CacheKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -105,6 +121,19 @@ mod tests {
         assert_eq!(k.host(), "example.com");
         assert_eq!(k.path_and_query(), "/a/b.css?v=1");
         assert_eq!(CacheKey::from_stored(k.as_str().to_owned()), k);
+    }
+
+    #[test]
+    fn a_written_key_is_the_stored_form_and_hashes_alike() {
+        use std::hash::BuildHasher;
+        let key = CacheKey::new("web", "example.com", "/a.css");
+        let mut text = String::from("left over");
+        CacheKey::write(&mut text, "web", "example.com", "/a.css");
+        assert_eq!(text, key.as_str());
+        let state = std::collections::hash_map::RandomState::new();
+        let by_text: &str = key.borrow();
+        assert_eq!(state.hash_one(&key), state.hash_one(by_text));
+        assert_eq!(state.hash_one(&key), state.hash_one(text.as_str()));
     }
 
     #[test]

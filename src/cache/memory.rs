@@ -11,7 +11,8 @@
 //! (its second chance) and the next oldest is tried, at most `SECOND_CHANCES` (64) times
 //! per insert, so that an insert is never a walk over the whole shard.
 
-use std::hash::BuildHasher;
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,12 +91,17 @@ impl MemoryTier {
         self.max_entry
     }
 
-    fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<Shard> {
         &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()]
     }
 
-    /// The entry for `key`, marking it used (it survives the next eviction pass).
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+    /// The entry for `key` (a [`CacheKey`] or its text), marking it used (it survives
+    /// the next eviction pass).
+    pub fn get<Q>(&self, key: &Q) -> Option<Arc<Entry>>
+    where
+        CacheKey: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let mut shard = self.shard(key).lock().expect("memory shard poisoned");
         let slot = shard.lru.peek_mut(key)?;
         // Written only when it changes: a hot entry's slot stays a clean cache line.
@@ -106,7 +112,11 @@ impl MemoryTier {
     }
 
     /// The entry for `key` without marking it used.
-    pub fn peek(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+    pub fn peek<Q>(&self, key: &Q) -> Option<Arc<Entry>>
+    where
+        CacheKey: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let shard = self.shard(key).lock().expect("memory shard poisoned");
         shard.lru.peek(key).map(|slot| slot.entry.clone())
     }
@@ -172,7 +182,11 @@ impl MemoryTier {
     }
 
     /// Removes `key`; returns whether it was present.
-    pub fn remove(&self, key: &CacheKey) -> bool {
+    pub fn remove<Q>(&self, key: &Q) -> bool
+    where
+        CacheKey: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let removed = {
             let mut shard = self.shard(key).lock().expect("memory shard poisoned");
             let removed = shard.lru.pop(key);

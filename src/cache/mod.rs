@@ -395,46 +395,54 @@ impl Cache {
 
     /// Looks `key` up at `now`: memory tier first, then disk.
     pub async fn lookup(&self, key: &CacheKey, now: SystemTime) -> Lookup {
-        let generation = self.generation();
-        let hit = match self.inner.memory.get(key) {
-            Some(entry) if entry.meta.generation < generation => {
-                self.inner.memory.remove(key);
-                return Lookup::Miss;
-            }
-            Some(entry) => {
-                if let Some(disk) = &self.inner.disk
-                    && entry.touch_due(to_unix(now))
-                {
-                    disk.touch(key);
-                }
-                Hit {
-                    entry,
-                    tier: Tier::Memory,
-                }
-            }
-            None => {
-                let Some(disk) = &self.inner.disk else {
-                    return Lookup::Miss;
-                };
-                let stamp = self.stamp(key);
-                let max = self.inner.memory.max_entry();
-                // Boxed: a memory hit's future need not hold the disk read's.
-                let Some(entry) = Box::pin(disk.lookup(key, generation, max)).await else {
-                    return Lookup::Miss;
-                };
-                if entry.in_memory() && entry.memory_bytes() <= max {
-                    entry.touched.store(to_unix(now), Ordering::Relaxed);
-                    self.inner
-                        .memory
-                        .insert_if(entry.clone(), || self.stamp(key) == stamp);
-                    self.index_tags(&entry);
-                }
-                Hit {
-                    entry,
-                    tier: Tier::Disk,
-                }
-            }
+        if let Some(found) = self.lookup_memory(key.as_str(), now) {
+            return found;
+        }
+        let Some(disk) = &self.inner.disk else {
+            return Lookup::Miss;
         };
+        let stamp = self.stamp(key);
+        let max = self.inner.memory.max_entry();
+        // Boxed: a memory hit's future need not hold the disk read's.
+        let Some(entry) = Box::pin(disk.lookup(key, self.generation(), max)).await else {
+            return Lookup::Miss;
+        };
+        if entry.in_memory() && entry.memory_bytes() <= max {
+            entry.touched.store(to_unix(now), Ordering::Relaxed);
+            self.inner
+                .memory
+                .insert_if(entry.clone(), || self.stamp(key) == stamp);
+            self.index_tags(&entry);
+        }
+        let hit = Hit {
+            entry,
+            tier: Tier::Disk,
+        };
+        self.classify(hit, now)
+    }
+
+    /// The memory tier's part of [`Self::lookup`], by the key's stored form (see
+    /// [`CacheKey::write`]): a hit builds no key. `None` when the memory tier does not
+    /// hold `key`; a miss when it held it from before a purge of everything.
+    pub fn lookup_memory(&self, key: &str, now: SystemTime) -> Option<Lookup> {
+        let entry = self.inner.memory.get(key)?;
+        if entry.meta.generation < self.generation() {
+            self.inner.memory.remove(key);
+            return Some(Lookup::Miss);
+        }
+        if let Some(disk) = &self.inner.disk
+            && entry.touch_due(to_unix(now))
+        {
+            disk.touch(&entry.key);
+        }
+        let hit = Hit {
+            entry,
+            tier: Tier::Memory,
+        };
+        Some(self.classify(hit, now))
+    }
+
+    fn classify(&self, hit: Hit, now: SystemTime) -> Lookup {
         let meta = &hit.entry.meta;
         if !meta.invalidated
             && !self.soft_purged(meta)
@@ -507,6 +515,15 @@ impl Cache {
         if let Some(disk) = &self.inner.disk {
             disk.set_vary(primary, names);
         }
+    }
+
+    /// Whether the URL whose primary key has the stored form `primary` varies.
+    pub fn varies(&self, primary: &str) -> bool {
+        self.inner
+            .vary
+            .read()
+            .expect("vary lock poisoned")
+            .contains_key(primary)
     }
 
     /// The request fields a URL's responses vary on, when they vary.
