@@ -769,7 +769,12 @@ fn same_host_target(value: &HeaderValue, host: &str) -> Option<String> {
     path.starts_with('/').then(|| path.to_owned())
 }
 
+/// A passed response as a stored one would reach the client: with `Cache-Status`,
+/// without the fields meant for this cache alone.
 fn decorate_pass(headers: &mut HeaderMap, status: CacheStatus) {
+    for name in crate::respond::EDGE_ONLY {
+        headers.remove(name);
+    }
     headers.insert("cache-status", status.to_header());
 }
 

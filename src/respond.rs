@@ -154,13 +154,11 @@ impl AsRef<[u8]> for StackText {
     }
 }
 
-/// Stored fields that are for this cache only and never reach clients.
-const EDGE_ONLY: [&str; 4] = [
-    "cdn-cache-control",
-    "surrogate-control",
-    "surrogate-key",
-    "cache-tag",
-];
+/// Origin fields that are for this cache only and never reach clients, stored or
+/// passed: `Surrogate-Control` (the Edge Architecture Specification has a surrogate
+/// remove it) and the purge tags. `CDN-Cache-Control` is not among them: RFC 9213 §3
+/// has CDN caches "typically forward" it for the CDNs downstream.
+pub(crate) const EDGE_ONLY: [&str; 3] = ["surrogate-control", "surrogate-key", "cache-tag"];
 
 /// How a site presents stored entries to clients.
 #[derive(Clone, Copy)]

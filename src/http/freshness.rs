@@ -3,8 +3,8 @@
 //! (`stale-while-revalidate`, `stale-if-error`) and `Surrogate-Control`.
 //!
 //! This is a shared cache (RFC 9111 §1), so `s-maxage`, `private` and the
-//! `Authorization` rules of §3.5 apply. The fields addressed to this cache alone
-//! ([`edge_only_headers`]) are read here and must not be forwarded to clients.
+//! `Authorization` rules of §3.5 apply. The fields that target this cache
+//! ([`targeted_fields`]) are read here.
 
 use std::time::SystemTime;
 
@@ -15,11 +15,12 @@ use http::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
 
 use super::cache_control::CacheControl;
+use super::structured::{self, Value};
 use super::{date, field_members, split_list, trim};
 
 /// `CDN-Cache-Control` (RFC 9213 §3) and `Surrogate-Control` (W3C Edge Architecture
 /// Specification): cache policy for this cache only, in precedence order.
-static EDGE_ONLY: [HeaderName; 2] = [
+static TARGETED: [HeaderName; 2] = [
     HeaderName::from_static("cdn-cache-control"),
     HeaderName::from_static("surrogate-control"),
 ];
@@ -270,11 +271,10 @@ pub fn storable(
     }
 }
 
-/// The fields addressed to this cache alone, which are not forwarded to clients:
-/// `cdn-cache-control` (RFC 9213 §3: a CDN "MUST NOT forward it" downstream unless it
-/// is meant for further CDNs) and `surrogate-control`.
-pub fn edge_only_headers() -> &'static [HeaderName] {
-    &EDGE_ONLY
+/// The fields whose directives govern this cache ahead of `Cache-Control`, in
+/// precedence order: `cdn-cache-control` and `surrogate-control`.
+pub fn targeted_fields() -> &'static [HeaderName] {
+    &TARGETED
 }
 
 /// Where the effective cache policy came from.
@@ -293,11 +293,11 @@ struct Policy {
 }
 
 impl Policy {
-    /// Picks the first targeted field with a directive we understand (RFC 9213 §2.2),
-    /// else `Cache-Control`.
+    /// Picks the first targeted field that is present, valid and not empty (RFC 9213
+    /// §2.2), else `Cache-Control`. A valid `CDN-Cache-Control` of directives edge does
+    /// not know (RFC 9213 §3.1's `none`) still sets `Cache-Control` aside.
     fn of(headers: &HeaderMap) -> Policy {
-        let cdn = CacheControl::from_headers(headers, &EDGE_ONLY[0]).filter(|cc| !cc.is_empty());
-        match cdn.or_else(|| surrogate_control(headers)) {
+        match cdn_cache_control(headers).or_else(|| surrogate_control(headers)) {
             Some(cc) => Policy {
                 cc,
                 source: Source::Targeted,
@@ -310,11 +310,54 @@ impl Policy {
     }
 }
 
+/// `CDN-Cache-Control` read as RFC 9213 §2.1 says: a Structured Field Dictionary,
+/// ignored whole (`None`) when it is empty or does not parse. A directive whose value
+/// has another type than its definition implies (`max-age="60"`, `max-age=1.5`) is
+/// not used; the rest of the field still is.
+fn cdn_cache_control(headers: &HeaderMap) -> Option<CacheControl> {
+    // RFC 8941 §4.2: the field lines form one value, joined by commas.
+    let mut joined: Vec<u8> = Vec::new();
+    for line in headers.get_all(&TARGETED[0]) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(line.as_bytes());
+    }
+    let members = structured::parse_dictionary(&joined)?;
+    if members.is_empty() {
+        return None;
+    }
+    let directives: Vec<String> = members
+        .into_iter()
+        .filter_map(|(name, value)| directive_text(name, value))
+        .collect();
+    Some(CacheControl::parse(directives.iter().map(|d| d.as_bytes())))
+}
+
+/// One Dictionary member as `Cache-Control` directive text, when its value has the
+/// type the directive takes: delta-seconds are Integers, flags are `true`, and
+/// `no-cache`/`private` may also name fields in a String.
+fn directive_text(name: String, value: Value) -> Option<String> {
+    let delta = matches!(
+        name.as_str(),
+        "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error"
+    );
+    match value {
+        Value::Integer(n) if delta && n >= 0 => Some(format!("{name}={n}")),
+        Value::Boolean(true) if !delta => Some(name),
+        Value::String(fields) if matches!(name.as_str(), "no-cache" | "private") => {
+            let fields = fields.replace('\\', "\\\\").replace('"', "\\\"");
+            Some(format!("{name}=\"{fields}\""))
+        }
+        _ => None,
+    }
+}
+
 /// Reads `Surrogate-Control`'s `max-age=N[+M]` and `no-store`; `None` when it has
 /// neither. Other directives (`content`, `no-store-remote`, targeting) are ignored.
 fn surrogate_control(headers: &HeaderMap) -> Option<CacheControl> {
     let mut understood: Vec<&[u8]> = Vec::new();
-    for line in headers.get_all(&EDGE_ONLY[1]) {
+    for line in headers.get_all(&TARGETED[1]) {
         for member in split_list(line.as_bytes(), true) {
             let name_end = member
                 .iter()

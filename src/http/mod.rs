@@ -24,6 +24,7 @@ pub mod freshness;
 pub mod immutable;
 pub mod path;
 pub mod range;
+pub mod structured;
 
 pub use cache_control::CacheControl;
 pub use conditional::{Precondition, Validators};

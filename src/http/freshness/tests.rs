@@ -178,8 +178,9 @@ fn cdn_cache_control_ignores_expires() {
 }
 
 #[test]
-fn cdn_cache_control_without_understood_directives_falls_back_to_cache_control() {
-    // RFC 9213 §2.2: only a "valid, non-empty" targeted field is used.
+fn a_valid_cdn_cache_control_of_unknown_directives_still_sets_cache_control_aside() {
+    // RFC 9213 §2.2 uses the first "valid, non-empty" targeted field; §3.1's example
+    // `CDN-Cache-Control: none` exists to set Cache-Control aside.
     let f = fresh(
         200,
         &[
@@ -187,7 +188,48 @@ fn cdn_cache_control_without_understood_directives_falls_back_to_cache_control()
             ("cdn-cache-control", "x-unknown"),
         ],
     );
-    assert_eq!(f.lifetime, 60);
+    assert_eq!(f.lifetime, 0);
+}
+
+#[test]
+fn an_invalid_or_empty_cdn_cache_control_falls_back_to_cache_control() {
+    // RFC 9213 §2.1: a field that fails Structured Field parsing, or is empty, is
+    // ignored as if it were absent.
+    for field in ["max-age=600, &&&", "max-age = 600", "", "max-age=600,"] {
+        let f = fresh(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", field),
+            ],
+        );
+        assert_eq!(f.lifetime, 60, "{field:?}");
+    }
+}
+
+#[test]
+fn cdn_cache_control_values_of_the_wrong_type_are_not_used() {
+    // RFC 9213 §2.1: max-age is an Integer; a String or Decimal is not consumed.
+    for field in [
+        r#"max-age="600""#,
+        "max-age=600.0",
+        "max-age=-1",
+        "no-store=?0",
+    ] {
+        let f = fresh(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", field),
+            ],
+        );
+        assert_eq!(f.lifetime, 0, "{field:?}");
+    }
+    let f = fresh(
+        200,
+        &[("cdn-cache-control", r#"max-age=600, private="set-cookie""#)],
+    );
+    assert_eq!(f.lifetime, 600);
 }
 
 #[test]
