@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 use crate::cache::Entry;
 use crate::cache::key::CacheKey;
 use crate::cache::meta::{BlobHash, Meta, Rep, to_unix};
+use crate::compress::DecodeError;
 use crate::config::SetCookiePolicy;
 use crate::error::{EdgeError, OriginFailure};
 use crate::http::encoding::Encoding;
@@ -166,9 +167,12 @@ pub async fn fill(
 
     let origin_headers = head.headers.clone();
     // The identity body is canonical (DESIGN.md): an origin that encodes anyway is
-    // decoded; one whose body cannot be decoded is passed through uncached.
+    // decoded; one whose body cannot be decoded is passed through uncached. A coding
+    // edge does not know is kept as sent (RFC 9111 §3.1: a cache stores the
+    // Content-Encoding it received), unless the origin chose it per client.
     let mut headers = head.headers;
     let mut decoded = false;
+    let mut opaque = None;
     let bytes = match headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().map(str::to_owned))
@@ -184,6 +188,12 @@ pub async fn fill(
                     decoded = true;
                     identity
                 }
+                Err(DecodeError::Unsupported(_))
+                    if !varies_on_accept_encoding(&headers) && !coding.is_empty() =>
+                {
+                    opaque = headers.get(header::CONTENT_ENCODING).cloned();
+                    bytes
+                }
                 Err(error) => {
                     tracing::warn!(key = %req.primary, %error, "cannot decode the origin's body; passing it through uncached");
                     return Ok(pass_whole(status, origin_headers, bytes, "undecodable"));
@@ -191,7 +201,7 @@ pub async fn fill(
             }
         }
     };
-    let meta = build_meta(
+    let mut meta = build_meta(
         &req.primary,
         status,
         headers,
@@ -200,6 +210,10 @@ pub async fn fill(
         request_time,
         response_time,
     );
+    if let Some(coding) = opaque {
+        meta.headers
+            .push(("content-encoding".to_owned(), coding.as_bytes().to_vec()));
+    }
     // Nothing says this response may be reused and nothing could validate it: storing
     // it would only waste space (issue #2: no default TTL).
     if meta.freshness.lifetime == 0
@@ -229,9 +243,10 @@ pub async fn fill(
     let content_type = meta
         .header("content-type")
         .and_then(|v| std::str::from_utf8(v).ok());
-    let compressible = state
-        .compressor
-        .is_compressible(content_type, bytes.len() as u64);
+    let compressible = meta.opaque_coding().is_none()
+        && state
+            .compressor
+            .is_compressible(content_type, bytes.len() as u64);
     let entry = state.cache.insert(key, meta, vec![bytes.clone()]);
     if compressible {
         // Strong compression never holds up a response: variants are made in the
@@ -359,6 +374,11 @@ fn revalidated(
         .and_then(|v| crate::http::date::parse(v.as_bytes()))
         .map(to_unix);
     meta.headers = stored_fields(&headers);
+    // The body is unchanged, so is the coding it was stored in.
+    if let Some(coding) = stale.meta.opaque_coding() {
+        meta.headers
+            .push(("content-encoding".to_owned(), coding.to_vec()));
+    }
     meta.invalidated = false;
     Some(state.cache.update_meta(stale, meta))
 }
@@ -532,6 +552,13 @@ fn build_meta(
         generation: 0,
         invalidated: false,
     }
+}
+
+/// Whether the origin's `Vary` names `Accept-Encoding` (or is `*`): its coding then
+/// depends on the client, and a body edge cannot decode must not be shared.
+fn varies_on_accept_encoding(headers: &HeaderMap) -> bool {
+    crate::http::field_members(headers, &header::VARY)
+        .any(|m| m == b"*" || m.eq_ignore_ascii_case(b"accept-encoding"))
 }
 
 /// The request header names a response varies on (RFC 9110 §12.5.5), lower-cased, in

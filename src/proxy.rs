@@ -289,7 +289,8 @@ impl Get<'_> {
             let content_type = meta
                 .header("content-type")
                 .and_then(|v| std::str::from_utf8(v).ok());
-            compressor.is_compressible(content_type, meta.identity().len)
+            meta.opaque_coding().is_none()
+                && compressor.is_compressible(content_type, meta.identity().len)
         };
         let presentation = Presentation {
             preference: compressor.preference(),

@@ -280,9 +280,14 @@ pub fn respond(
             RangeOutcome::Full => {}
             RangeOutcome::Unsatisfiable => return unsatisfiable(headers, identity.len),
             RangeOutcome::Partial(ranges) => {
-                headers.remove(header::CONTENT_ENCODING);
-                if let Ok(v) = HeaderValue::from_str(&identity.etag) {
-                    headers.insert(header::ETAG, v);
+                // The identity representation's fields, when another was chosen (an
+                // opaque coding's own Content-Encoding stays: its ranges are of the
+                // bytes as stored).
+                if index != 0 {
+                    headers.remove(header::CONTENT_ENCODING);
+                    if let Ok(v) = HeaderValue::from_str(&identity.etag) {
+                        headers.insert(header::ETAG, v);
+                    }
                 }
                 return partial(headers, entry.body(0), &identity.hash, &ranges);
             }

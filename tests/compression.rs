@@ -303,6 +303,73 @@ async fn an_undecodable_body_is_passed_through_uncached() {
     assert_eq!(origin.hits(), 2);
 }
 
+/// RFC 9111 §3.1: a body in a coding edge does not decode is stored as the origin
+/// sent it, with its Content-Encoding, served as is (ranges of the stored bytes) and
+/// never compressed again; a 304 keeps the coding.
+#[tokio::test]
+async fn a_body_in_an_unknown_coding_is_stored_as_sent() {
+    let origin = TestOrigin::start().await;
+    let body = "0123456789 opaque bytes in an encoding edge cannot read ".repeat(20);
+    origin.route(
+        "/opaque.js",
+        Route::ok(body.clone())
+            .header("content-encoding", "x-custom")
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"op1\""),
+    );
+    let edge = TestEdge::start(&origin).await;
+    edge.get("/opaque.js").await;
+    for accept in ["br", "identity", "gzip, x-custom"] {
+        let r = edge
+            .get_with("/opaque.js", &[("accept-encoding", accept)])
+            .await;
+        assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
+        assert_eq!(r.headers()["content-encoding"], "x-custom");
+        assert_eq!(r.headers()["etag"], "\"op1\"");
+        assert!(r.headers().get("vary").is_none());
+        assert_eq!(r.text().await.unwrap(), body);
+    }
+    let r = edge.get_with("/opaque.js", &[("range", "bytes=0-9")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-encoding"], "x-custom");
+    assert_eq!(r.text().await.unwrap(), &body[..10]);
+    assert_eq!(origin.hits(), 1);
+
+    // Stale, revalidated by a 304: the stored coding is kept.
+    edge.advance(120);
+    let r = edge.get("/opaque.js").await;
+    assert!(
+        cache_status(&r).contains("fwd-status=304"),
+        "{}",
+        cache_status(&r)
+    );
+    assert_eq!(r.headers()["content-encoding"], "x-custom");
+    assert_eq!(r.text().await.unwrap(), body);
+}
+
+/// An unknown coding the origin chose per client (`Vary: Accept-Encoding`) is not
+/// shared: edge cannot tell what another client would have been sent.
+#[tokio::test]
+async fn an_unknown_coding_chosen_per_client_is_not_stored() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/neg.js",
+        Route::ok("opaque")
+            .header("content-encoding", "x-custom")
+            .header("vary", "accept-encoding")
+            .header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start(&origin).await;
+    edge.get("/neg.js").await;
+    let r = edge.get("/neg.js").await;
+    assert!(
+        cache_status(&r).contains("detail=undecodable"),
+        "{}",
+        cache_status(&r)
+    );
+    assert_eq!(origin.hits(), 2);
+}
+
 #[tokio::test]
 async fn a_range_request_is_answered_from_the_identity_representation() {
     let (_origin, edge, body) = edge_with_script().await;

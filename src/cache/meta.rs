@@ -100,6 +100,13 @@ impl Meta {
         self.reps.iter().map(|r| r.len).sum()
     }
 
+    /// The origin's `Content-Encoding` of a body stored as it was sent, because edge
+    /// does not decode that coding (see `fill`): such an entry has one representation,
+    /// served as is to every client, and is never compressed again.
+    pub fn opaque_coding(&self) -> Option<&[u8]> {
+        self.header("content-encoding")
+    }
+
     /// The first stored value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
