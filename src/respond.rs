@@ -232,10 +232,15 @@ pub fn respond(
         other_etags[others] = &r.etag;
         others += 1;
     }
+    let last_modified = meta.last_modified_at();
+    let generated = (last_modified.is_none()
+        && request.headers.contains_key(header::IF_MODIFIED_SINCE))
+    .then(|| meta.generated_at());
     let validators = Validators {
         etag: Some(&rep.etag),
         other_etags: &other_etags[..others],
-        last_modified: meta.last_modified_at(),
+        last_modified,
+        generated,
     };
     let precondition = conditional::evaluate(&request.method, &request.headers, &validators);
 

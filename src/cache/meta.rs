@@ -85,6 +85,14 @@ impl Meta {
         from_unix(self.response_time)
     }
 
+    /// When the response was generated: its `Date`, else when it was received
+    /// (RFC 9111 §4.3.2's stand-in for a missing `Last-Modified`).
+    pub fn generated_at(&self) -> SystemTime {
+        self.header("date")
+            .and_then(crate::http::date::parse)
+            .unwrap_or_else(|| self.response_at())
+    }
+
     /// `last_modified` as a `SystemTime`.
     pub fn last_modified_at(&self) -> Option<SystemTime> {
         self.last_modified.map(from_unix)

@@ -65,6 +65,10 @@ pub struct Validators<'a> {
     pub other_etags: &'a [&'a str],
     /// The `Last-Modified` of the selected representation.
     pub last_modified: Option<SystemTime>,
+    /// For a stored response without `Last-Modified`: its `Date`, or when it was
+    /// received. A cache compares `If-Modified-Since` with it instead (RFC 9111
+    /// §4.3.2); `If-Unmodified-Since` still needs a real `Last-Modified`.
+    pub generated: Option<SystemTime>,
 }
 
 /// Evaluates the request's preconditions (RFC 9110 §13.2.2) in this order:
@@ -77,7 +81,7 @@ pub struct Validators<'a> {
 ///    `other_etags`, or the value is `*`, → `NotModified` for GET and HEAD, `Failed`
 ///    for other methods (§13.1.2).
 /// 4. Otherwise, for GET and HEAD, `If-Modified-Since` a valid date: if
-///    `last_modified` is not later → `NotModified` (§13.1.3).
+///    `last_modified` (else `generated`) is not later → `NotModified` (§13.1.3).
 ///
 /// Invalid dates are ignored (§13.1.3, §13.1.4), as are malformed members of
 /// entity-tag lists; dates compare at the one-second resolution of HTTP-date.
@@ -131,8 +135,10 @@ pub fn evaluate(method: &Method, request: &HeaderMap, v: &Validators<'_>) -> Pre
 
     // Step 4 (§13.1.3): only GET and HEAD, only without If-None-Match.
     if safe
-        && let (Some(since), Some(modified)) =
-            (single_date(request, &IF_MODIFIED_SINCE), last_modified)
+        && let (Some(since), Some(modified)) = (
+            single_date(request, &IF_MODIFIED_SINCE),
+            last_modified.or(v.generated.map(date::unix_secs)),
+        )
         && modified <= since
     {
         return Precondition::NotModified;

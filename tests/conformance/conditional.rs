@@ -77,6 +77,35 @@ async fn if_modified_since_gives_304_when_not_modified() {
     .await;
 }
 
+/// RFC 9111 §4.3.2: a stored response without Last-Modified is compared with
+/// If-Modified-Since by its Date.
+#[tokio::test]
+async fn without_last_modified_if_modified_since_compares_with_date() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/no-lm",
+        Route::ok("body{}")
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"n1\""),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let first = edge.get("/no-lm").await;
+    assert!(first.headers().get("last-modified").is_none());
+    let date = first.headers()["date"].to_str().unwrap().to_owned();
+    let r = edge
+        .get_with("/no-lm", &[("if-modified-since", &date)])
+        .await;
+    assert_eq!(r.status(), 304, "{}", cache_status(&r));
+    let r = edge
+        .get_with(
+            "/no-lm",
+            &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(origin.hits(), 1);
+}
+
 /// §13.1.3: If-Modified-Since is ignored when If-None-Match is present.
 #[tokio::test]
 async fn if_modified_since_is_ignored_when_if_none_match_is_present() {

@@ -29,6 +29,7 @@ fn validators() -> Validators<'static> {
         etag: Some(r#""abc""#),
         other_etags: OTHERS,
         last_modified: Some(at(MODIFIED)),
+        generated: None,
     }
 }
 
@@ -192,6 +193,7 @@ fn if_none_match_handles_commas_inside_tags_and_whitespace() {
         etag: Some(r#""a,b""#),
         other_etags: &[],
         last_modified: None,
+        generated: None,
     };
     let req = request(&[("if-none-match", r#"  "x" ,"a,b",W/"y"  "#)]);
     assert_eq!(evaluate(&Method::GET, &req, &v), Precondition::NotModified);
@@ -274,6 +276,23 @@ fn date_conditions_need_a_last_modified() {
 }
 
 #[test]
+fn without_last_modified_if_modified_since_compares_with_the_generation_time() {
+    // RFC 9111 §4.3.2: a cache uses the stored response's Date (or receipt time).
+    let v = Validators {
+        last_modified: None,
+        generated: Some(at(MODIFIED)),
+        ..validators()
+    };
+    let req = request(&[("if-modified-since", &http_date(MODIFIED))]);
+    assert_eq!(evaluate(&Method::GET, &req, &v), Precondition::NotModified);
+    let req = request(&[("if-modified-since", &http_date(MODIFIED - 1))]);
+    assert_eq!(evaluate(&Method::GET, &req, &v), Precondition::Proceed);
+    // If-Unmodified-Since is not evaluated against it.
+    let req = request(&[("if-unmodified-since", &http_date(0))]);
+    assert_eq!(evaluate(&Method::PUT, &req, &v), Precondition::Proceed);
+}
+
+#[test]
 fn strong_and_weak_comparison_follow_rfc_9110_table() {
     // RFC 9110 §8.8.3.2, the example table.
     let table = [
@@ -335,7 +354,7 @@ proptest! {
             }
         }
         let etag = String::from_utf8_lossy(&etag);
-        let v = Validators { etag: Some(&etag), other_etags: &[], last_modified: Some(at(MODIFIED)) };
+        let v = Validators { etag: Some(&etag), other_etags: &[], last_modified: Some(at(MODIFIED)), generated: None };
         let outcome = evaluate(&method, &map, &v);
         if method == Method::PUT {
             prop_assert_ne!(outcome, Precondition::NotModified);
@@ -348,7 +367,7 @@ proptest! {
         prop_assert!(weak_eq(&tag, &tag));
         prop_assert_eq!(strong_eq(&tag, &tag), !weak);
         let req = request(&[("if-none-match", &format!("\"zz\", {tag}"))]);
-        let v = Validators { etag: Some(&tag), other_etags: &[], last_modified: None };
+        let v = Validators { etag: Some(&tag), other_etags: &[], last_modified: None, generated: None };
         prop_assert_eq!(evaluate(&Method::GET, &req, &v), Precondition::NotModified);
     }
 }
