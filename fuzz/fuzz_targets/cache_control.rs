@@ -1,4 +1,5 @@
-//! Cache-Control parsing and freshness: never panic on any field value.
+//! Cache-Control parsing and freshness, and the same bytes as a Structured Field
+//! `CDN-Cache-Control`: never panic on any field value.
 #![no_main]
 
 use std::time::{Duration, UNIX_EPOCH};
@@ -8,6 +9,7 @@ use libfuzzer_sys::fuzz_target;
 
 use edge::http::cache_control::CacheControl;
 use edge::http::freshness::analyze;
+use edge::http::structured::parse_dictionary;
 
 fuzz_target!(|input: (&[u8], &[u8], &[u8])| {
     let (cc, expires, age) = input;
@@ -23,4 +25,10 @@ fuzz_target!(|input: (&[u8], &[u8], &[u8])| {
     }
     let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let _ = analyze(200, &headers, t, t);
+    // The same bytes as a targeted field: a Dictionary, or ignored whole.
+    let _ = parse_dictionary(cc);
+    if let Ok(v) = HeaderValue::from_bytes(cc) {
+        headers.insert("cdn-cache-control", v);
+        let _ = analyze(200, &headers, t, t);
+    }
 });

@@ -331,4 +331,22 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
+
+    proptest::proptest! {
+        /// Any bytes: parsing never panics.
+        #[test]
+        fn parsing_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = parse_dictionary(&bytes);
+        }
+
+        /// Integer members round-trip through their text.
+        #[test]
+        fn integers_round_trip(n in -999_999_999_999_999i64..=999_999_999_999_999) {
+            let text = format!("k={n}");
+            proptest::prop_assert_eq!(
+                parse_dictionary(text.as_bytes()),
+                Some(vec![("k".to_owned(), Value::Integer(n))])
+            );
+        }
+    }
 }
