@@ -136,7 +136,10 @@ pub async fn handle(
 }
 
 fn outcome_of(cache_status: &str) -> &'static str {
-    if cache_status.contains("; hit") {
+    if cache_status.contains("detail=origin-") {
+        // The origin failed and nothing was served in its place.
+        "pass"
+    } else if cache_status.contains("; hit") {
         "hit"
     } else if cache_status.contains("collapsed") {
         "collapsed"
@@ -562,6 +565,21 @@ impl Get<'_> {
                     ..CacheStatus::forward("stale")
                 };
                 Ok(self.respond(entry, now, status))
+            }
+            Err(EdgeError::Origin { origin, kind }) => {
+                // The error's own Cache-Status cannot know why the request went
+                // forward (a stale entry, a new variant) or that it was collapsed.
+                let detail = kind.detail();
+                let error = EdgeError::Origin { origin, kind };
+                let status = CacheStatus {
+                    fwd_status: Some(error.status().as_u16()),
+                    detail: Some(detail),
+                    collapsed,
+                    ..CacheStatus::forward(reason)
+                };
+                let mut response = error.into_response().map(ResponseBody::from);
+                decorate_pass(response.headers_mut(), status);
+                Ok(response)
             }
             Err(error) => Err(error),
         }

@@ -125,5 +125,12 @@ async fn without_stale_if_error_the_origin_error_goes_through() {
     edge.get("/n").await;
     edge.advance(10);
     origin.route("/n", Route::ok("x").misbehave(Misbehaviour::Garbage));
-    assert_eq!(edge.get("/n").await.status(), 502);
+    let r = edge.get("/n").await;
+    assert_eq!(r.status(), 502);
+    // RFC 9211 §2.2: the request went forward because the entry was stale.
+    let status = cache_status(&r);
+    assert!(
+        status.contains("fwd=stale") && status.contains("detail=origin-protocol"),
+        "{status}"
+    );
 }
