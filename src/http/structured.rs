@@ -5,6 +5,8 @@
 //! field, and the caller then ignores the field. Parameters are checked and dropped;
 //! inner lists are checked and kept only as such (no cache directive takes one).
 
+use std::collections::HashMap;
+
 /// A member's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -32,6 +34,7 @@ pub fn parse_dictionary(input: &[u8]) -> Option<Vec<(String, Value)>> {
     let mut parser = Parser { input, pos: 0 };
     parser.skip_sp();
     let mut members: Vec<(String, Value)> = Vec::new();
+    let mut positions: HashMap<String, usize> = HashMap::new();
     while !parser.at_end() {
         let key = parser.key()?;
         let value = if parser.eat(b'=') {
@@ -40,9 +43,14 @@ pub fn parse_dictionary(input: &[u8]) -> Option<Vec<(String, Value)>> {
             parser.parameters()?;
             Value::Boolean(true)
         };
-        match members.iter_mut().find(|(k, _)| *k == key) {
-            Some(member) => member.1 = value,
-            None => members.push((key, value)),
+        // A repeated key keeps its first place and takes the new value; the index
+        // keeps that linear for a hostile field of thousands of repeats.
+        match positions.get(&key) {
+            Some(&at) => members[at].1 = value,
+            None => {
+                positions.insert(key.clone(), members.len());
+                members.push((key, value));
+            }
         }
         parser.skip_ows();
         if parser.at_end() {
@@ -307,6 +315,14 @@ mod tests {
         );
         assert_eq!(parse("  a=?1 ,\tb=:aGk=:"), parse("a=?1, b=:aGk=:"));
         assert_eq!(parse(""), Some(Vec::new()));
+        let repeated = vec!["a=1"; 10_000].join(", ") + ", b, a=2";
+        assert_eq!(
+            parse(&repeated),
+            Some(vec![
+                ("a".into(), Value::Integer(2)),
+                ("b".into(), Value::Boolean(true))
+            ])
+        );
     }
 
     #[test]
