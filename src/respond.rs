@@ -208,7 +208,11 @@ pub fn respond(
         .headers
         .get(header::ACCEPT_ENCODING)
         .map(HeaderValue::as_bytes);
-    let Some(chosen) = encoding::negotiate(accept, &available[..count]) else {
+    // A body stored in a coding edge cannot decode goes to every client, as the
+    // origin sent it (its Vary did not name Accept-Encoding): never a 406.
+    let Some(chosen) = encoding::negotiate(accept, &available[..count])
+        .or_else(|| meta.opaque_coding().map(|_| Encoding::Identity))
+    else {
         return not_acceptable(status);
     };
     let index = meta
