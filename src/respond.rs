@@ -246,7 +246,13 @@ pub fn respond(
         last_modified,
         generated,
     };
-    let precondition = conditional::evaluate(&request.method, &request.headers, &validators);
+    // §13.2.1: preconditions apply only where the response would be 2xx; a stored 404
+    // or 301 is answered as it is.
+    let precondition = if (200..300).contains(&meta.status) {
+        conditional::evaluate(&request.method, &request.headers, &validators)
+    } else {
+        Precondition::Proceed
+    };
 
     let block = entry.header_block(index);
     let full = block

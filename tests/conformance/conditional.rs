@@ -106,6 +106,35 @@ async fn without_last_modified_if_modified_since_compares_with_date() {
     assert_eq!(origin.hits(), 1);
 }
 
+/// §13.2.1: preconditions are ignored where the response would not be 2xx: a stored
+/// 404 is answered as a 404, whatever the validators say.
+#[tokio::test]
+async fn a_stored_404_ignores_preconditions() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/gone",
+        Route::ok("not here")
+            .status(404)
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"g1\""),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let first = edge.get("/gone").await;
+    assert_eq!(first.status(), 404);
+    let date = first.headers()["date"].to_str().unwrap().to_owned();
+    for condition in [
+        ("if-none-match", "\"g1\""),
+        ("if-none-match", "*"),
+        ("if-modified-since", date.as_str()),
+        ("if-match", "\"other\""),
+    ] {
+        let r = edge.get_with("/gone", &[condition]).await;
+        assert_eq!(r.status(), 404, "{condition:?}: {}", cache_status(&r));
+        assert!(cache_status(&r).contains("hit"));
+    }
+    assert_eq!(origin.hits(), 1);
+}
+
 /// §13.1.3: If-Modified-Since is ignored when If-None-Match is present.
 #[tokio::test]
 async fn if_modified_since_is_ignored_when_if_none_match_is_present() {
