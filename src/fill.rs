@@ -172,15 +172,11 @@ pub async fn fill(
     // Content-Encoding it received), unless the origin chose it per client.
     let mut headers = head.headers;
     let mut decoded = false;
-    let mut opaque = None;
-    let bytes = match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().map(str::to_owned))
-    {
+    let mut opaque: Option<String> = None;
+    let bytes = match content_coding(&headers) {
         None => bytes,
         Some(Ok(coding)) if coding.trim().eq_ignore_ascii_case("identity") => bytes,
-        Some(coding) => {
-            let coding = coding.unwrap_or_default();
+        Some(Ok(coding)) => {
             let limit = state.config.cache.max_object_size;
             match state.compressor.decode(&coding, bytes.clone(), limit).await {
                 Ok(identity) => {
@@ -188,10 +184,8 @@ pub async fn fill(
                     decoded = true;
                     identity
                 }
-                Err(DecodeError::Unsupported(_))
-                    if !varies_on_accept_encoding(&headers) && !coding.is_empty() =>
-                {
-                    opaque = headers.get(header::CONTENT_ENCODING).cloned();
+                Err(DecodeError::Unsupported(_)) if !varies_on_accept_encoding(&headers) => {
+                    opaque = Some(coding);
                     bytes
                 }
                 Err(error) => {
@@ -199,6 +193,10 @@ pub async fn fill(
                     return Ok(pass_whole(status, origin_headers, bytes, "undecodable"));
                 }
             }
+        }
+        Some(Err(())) => {
+            tracing::warn!(key = %req.primary, "unreadable Content-Encoding; passing the body through uncached");
+            return Ok(pass_whole(status, origin_headers, bytes, "undecodable"));
         }
     };
     let mut meta = build_meta(
@@ -212,7 +210,7 @@ pub async fn fill(
     );
     if let Some(coding) = opaque {
         meta.headers
-            .push(("content-encoding".to_owned(), coding.as_bytes().to_vec()));
+            .push(("content-encoding".to_owned(), coding.into_bytes()));
     }
     // Nothing says this response may be reused and nothing could validate it: storing
     // it would only waste space (issue #2: no default TTL).
@@ -552,6 +550,16 @@ fn build_meta(
         generation: 0,
         invalidated: false,
     }
+}
+
+/// The response's content codings, every `Content-Encoding` line joined in order
+/// (RFC 9110 §5.3); `None` without the field, `Err` when a line is not visible ASCII
+/// (such a body can be neither decoded nor labelled).
+fn content_coding(headers: &HeaderMap) -> Option<Result<String, ()>> {
+    let mut lines = headers.get_all(header::CONTENT_ENCODING).iter().peekable();
+    lines.peek()?;
+    let lines: Result<Vec<&str>, _> = lines.map(HeaderValue::to_str).collect();
+    Some(lines.map(|lines| lines.join(", ")).map_err(|_| ()))
 }
 
 /// Whether the origin's `Vary` names `Accept-Encoding` (or is `*`): its coding then

@@ -347,6 +347,46 @@ async fn a_body_in_an_unknown_coding_is_stored_as_sent() {
     assert_eq!(r.text().await.unwrap(), body);
 }
 
+/// Every Content-Encoding line counts (RFC 9110 §5.3): `x-custom` then `gzip` is
+/// stored with both codings, never as `x-custom` alone; an unreadable (non-ASCII)
+/// coding cannot be labelled, so that body is passed through uncached.
+#[tokio::test]
+async fn content_encoding_lines_are_read_together() {
+    let origin = TestOrigin::start().await;
+    let mut two_lines = Route::ok("layered").header("content-encoding", "x-custom");
+    two_lines
+        .headers
+        .push(("content-encoding".into(), "gzip".into()));
+    origin.route("/two.js", two_lines);
+    origin.route(
+        "/odd.js",
+        Route::ok("odd").header("content-encoding", "x-c\u{fc}stom"),
+    );
+    let edge = TestEdge::start(&origin).await;
+    edge.get("/two.js").await;
+    let r = edge.get("/two.js").await;
+    assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    let codings: Vec<&str> = r
+        .headers()
+        .get_all("content-encoding")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(codings, ["x-custom, gzip"]);
+    for _ in 0..2 {
+        let r = edge.get("/odd.js").await;
+        assert!(
+            cache_status(&r).contains("detail=undecodable"),
+            "{}",
+            cache_status(&r)
+        );
+        assert_eq!(
+            r.headers()["content-encoding"].as_bytes(),
+            "x-c\u{fc}stom".as_bytes()
+        );
+    }
+}
+
 /// An unknown coding the origin chose per client (`Vary: Accept-Encoding`) is not
 /// shared: edge cannot tell what another client would have been sent.
 #[tokio::test]
