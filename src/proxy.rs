@@ -4,7 +4,6 @@
 //! Every response carries `Cache-Status` and `Age` and is logged once.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -24,7 +23,7 @@ use crate::cache::flight::{Flight, Leader, Outcome};
 use crate::cache::key::CacheKey;
 use crate::cache::{Entry, Lookup};
 use crate::config::ClientCacheControl;
-use crate::error::EdgeError;
+use crate::error::{EdgeError, OriginFailure};
 use crate::fill::{FillRequest, Filled, fill, variant_key};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
@@ -269,11 +268,9 @@ struct Get<'a> {
     directives: CacheControl,
 }
 
-thread_local! {
-    /// The text of the primary key a request's memory lookup uses, rebuilt in place
-    /// for each request (see [`Get::lookup_in_place`]).
-    static KEY_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
-}
+/// The longest key a memory hit looks up without building a [`CacheKey`] (see
+/// [`Get::lookup_in_place`]); longer keys take the owned path.
+const KEY_TEXT_MAX: usize = 512;
 
 /// How many times a request starts over when a coalesced fill produced another
 /// `Vary` variant than the one it needs.
@@ -330,17 +327,17 @@ impl Get<'_> {
     }
 
     /// The memory tier's answer for a URL that does not vary, looked up by the primary
-    /// key's text written into a buffer each thread reuses; `None` when the request needs
-    /// the whole lookup (the URL varies, or the memory tier does not hold it).
+    /// key's text written into a buffer on the stack; `None` when the request needs the
+    /// whole lookup (the URL varies, the memory tier does not hold it, or the key is
+    /// longer than the buffer).
     fn lookup_in_place(&self, now: SystemTime) -> Option<Lookup> {
-        KEY_TEXT.with_borrow_mut(|text| {
-            CacheKey::write(text, &self.site.name, self.host, self.target());
-            let cache = &self.state.cache;
-            if cache.varies(text) {
-                return None;
-            }
-            cache.lookup_memory(text, now)
-        })
+        let mut text = ArrayString::<KEY_TEXT_MAX>::new();
+        CacheKey::write(&mut text, &self.site.name, self.host, self.target()).ok()?;
+        let cache = &self.state.cache;
+        if cache.varies(&text) {
+            return None;
+        }
+        cache.lookup_memory(&text, now)
     }
 
     async fn serve(&self) -> Result<Response<ResponseBody>, EdgeError> {
@@ -567,19 +564,7 @@ impl Get<'_> {
                 Ok(self.respond(entry, now, status))
             }
             Err(EdgeError::Origin { origin, kind }) => {
-                // The error's own Cache-Status cannot know why the request went
-                // forward (a stale entry, a new variant) or that it was collapsed.
-                let detail = kind.detail();
-                let error = EdgeError::Origin { origin, kind };
-                let status = CacheStatus {
-                    fwd_status: Some(error.status().as_u16()),
-                    detail: Some(detail),
-                    collapsed,
-                    ..CacheStatus::forward(reason)
-                };
-                let mut response = error.into_response().map(ResponseBody::from);
-                decorate_pass(response.headers_mut(), status);
-                Ok(response)
+                Ok(origin_failure(origin, kind, reason, collapsed))
             }
             Err(error) => Err(error),
         }
@@ -739,6 +724,9 @@ async fn pass_unsafe(
         {
             return Err(EdgeError::PayloadTooLarge(max));
         }
+        Err(EdgeError::Origin { origin, kind }) => {
+            return Ok(origin_failure(origin, kind, "method", false));
+        }
         other => other?,
     };
     let status = response.status();
@@ -786,6 +774,28 @@ fn same_host_target(value: &HeaderValue, host: &str) -> Option<String> {
     }
     let path = uri.path_and_query()?.as_str();
     path.starts_with('/').then(|| path.to_owned())
+}
+
+/// An origin failure as the client gets it. The error's own `Cache-Status` cannot know
+/// why the request went forward (a stale entry, a new variant, an unsafe method) or
+/// that it was collapsed; this one says.
+fn origin_failure(
+    origin: String,
+    kind: OriginFailure,
+    reason: &'static str,
+    collapsed: bool,
+) -> Response<ResponseBody> {
+    let detail = kind.detail();
+    let error = EdgeError::Origin { origin, kind };
+    let status = CacheStatus {
+        fwd_status: Some(error.status().as_u16()),
+        detail: Some(detail),
+        collapsed,
+        ..CacheStatus::forward(reason)
+    };
+    let mut response = error.into_response().map(ResponseBody::from);
+    decorate_pass(response.headers_mut(), status);
+    response
 }
 
 /// A passed response as a stored one would reach the client: with `Cache-Status`,

@@ -11,7 +11,8 @@
 //!
 //! A memory hit's body is the stored `Bytes` itself (`edge::body::ResponseBody`), not
 //! a box; the host is held inline and the key is looked up by its text, written into a
-//! buffer each worker thread reuses. The bounds below leave a quarter of an allocation for hyper's read pattern.
+//! buffer on the stack. The bounds below leave a quarter of an allocation for hyper's
+//! read pattern.
 
 mod common;
 

@@ -187,7 +187,22 @@ async fn failed_post_does_not_invalidate() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 500);
-    // The GET entry is untouched because the POST failed.
+    // An origin that does not answer at all: a 502 that says why it went forward.
+    origin.route("/doc", Route::ok("x").misbehave(Misbehaviour::Garbage));
+    let broken = edge
+        .client
+        .post(edge.url("/doc"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), 502);
+    let status = cache_status(&broken);
+    assert!(
+        status.contains("fwd=method") && status.contains("detail=origin-protocol"),
+        "{status}"
+    );
+    // The GET entry is untouched because the POSTs failed.
     origin.route("/doc", Route::ok("v2"));
     let r = edge.get("/doc").await;
     assert!(cache_status(&r).contains("hit"));

@@ -20,19 +20,27 @@ impl CacheKey {
     /// Builds the key of a request for `site`.
     pub fn new(site: &str, host: &str, path_and_query: &str) -> Self {
         let mut s = String::with_capacity(site.len() + host.len() + path_and_query.len() + 2);
-        Self::write(&mut s, site, host, path_and_query);
+        s.push_str(site);
+        s.push(SEP);
+        s.push_str(host);
+        s.push(SEP);
+        s.push_str(path_and_query);
         CacheKey(s)
     }
 
-    /// Writes the stored form of [`Self::new`]'s key into `out` (cleared first): a
-    /// lookup by text, through a reused buffer, needs no key of its own.
-    pub fn write(out: &mut String, site: &str, host: &str, path_and_query: &str) {
-        out.clear();
-        out.push_str(site);
-        out.push(SEP);
-        out.push_str(host);
-        out.push(SEP);
-        out.push_str(path_and_query);
+    /// Writes the stored form of [`Self::new`]'s key into `out`: a lookup by text, in
+    /// a buffer on the stack, needs no key of its own. Fails when `out` is full.
+    pub fn write(
+        out: &mut impl fmt::Write,
+        site: &str,
+        host: &str,
+        path_and_query: &str,
+    ) -> fmt::Result {
+        out.write_str(site)?;
+        out.write_char(SEP)?;
+        out.write_str(host)?;
+        out.write_char(SEP)?;
+        out.write_str(path_and_query)
     }
 
     /// Rebuilds a key from its stored form (the disk index).
@@ -127,8 +135,8 @@ mod tests {
     fn a_written_key_is_the_stored_form_and_hashes_alike() {
         use std::hash::BuildHasher;
         let key = CacheKey::new("web", "example.com", "/a.css");
-        let mut text = String::from("left over");
-        CacheKey::write(&mut text, "web", "example.com", "/a.css");
+        let mut text = String::new();
+        CacheKey::write(&mut text, "web", "example.com", "/a.css").expect("a String grows");
         assert_eq!(text, key.as_str());
         let state = std::collections::hash_map::RandomState::new();
         let by_text: &str = key.borrow();

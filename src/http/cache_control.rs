@@ -1,8 +1,9 @@
 //! The `Cache-Control` field (RFC 9111 §5.2), request and response directives in one
 //! struct.
 //!
-//! The same parser reads the targeted fields that share its syntax
-//! (`CDN-Cache-Control`, RFC 9213 §2.1). Parsing is total: any bytes give a value,
+//! `CDN-Cache-Control` is first read as a Structured Field (`super::structured`,
+//! RFC 9213 §2.1) and its members handed to this parser as directives. Parsing is
+//! total: any bytes give a value,
 //! never a panic or an error, because a cache must keep working when an origin sends
 //! garbage. How garbage is interpreted:
 //!

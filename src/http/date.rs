@@ -16,7 +16,7 @@ const LAST_FORMATTABLE_SECS: u64 = 253_402_300_799;
 /// invalid `Expires` means "already expired" (RFC 9111 §5.3), an invalid
 /// `If-Modified-Since` is ignored (RFC 9110 §13.1.3).
 pub fn parse(value: &[u8]) -> Option<SystemTime> {
-    let text = std::str::from_utf8(value).ok()?.trim();
+    let text = std::str::from_utf8(value.trim_ascii()).ok()?;
     httpdate::parse_http_date(text)
         .ok()
         .or_else(|| parse_leniently(text))
@@ -74,15 +74,14 @@ fn instant(year: &str, month: &str, day: &str, time: &str) -> Option<SystemTime>
     let year = number(year, 4..=4)?;
     let month = MONTHS.iter().position(|m| *m == month)? as u64 + 1;
     let day = number(day, 1..=2)?;
-    let time = time.as_bytes();
-    if time.len() != 8 || time[2] != b':' || time[5] != b':' {
+    let colons = time.as_bytes();
+    if time.len() != 8 || colons[2] != b':' || colons[5] != b':' {
         return None;
     }
-    let text = std::str::from_utf8(time).ok()?;
     let (hour, minute, second) = (
-        number(&text[0..2], 2..=2)?,
-        number(&text[3..5], 2..=2)?,
-        number(&text[6..8], 2..=2)?,
+        number(&time[0..2], 2..=2)?,
+        number(&time[3..5], 2..=2)?,
+        number(&time[6..8], 2..=2)?,
     );
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
     let month_days = [

@@ -317,7 +317,13 @@ impl Policy {
 fn cdn_cache_control(headers: &HeaderMap) -> Option<CacheControl> {
     // RFC 8941 §4.2: the field lines form one value, joined by commas.
     let mut joined: Vec<u8> = Vec::new();
-    for line in headers.get_all(&TARGETED[0]) {
+    // An empty line adds nothing (RFC 9110 §5.3 lets a recipient ignore empty list
+    // elements), wherever it comes.
+    for line in headers
+        .get_all(&TARGETED[0])
+        .iter()
+        .filter(|l| !l.as_bytes().trim_ascii().is_empty())
+    {
         if !joined.is_empty() {
             joined.extend_from_slice(b", ");
         }

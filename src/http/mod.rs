@@ -4,8 +4,10 @@
 //! Nothing here does IO or reads the clock: every function that needs the time takes
 //! it as an argument, so each rule can be tested with fixed instants.
 //!
-//! - [`cache_control`]: the `Cache-Control` field (and the targeted fields that share
-//!   its syntax) parsed into a [`CacheControl`].
+//! - [`cache_control`]: the `Cache-Control` field (and `Surrogate-Control`'s directives)
+//!   parsed into a [`CacheControl`].
+//! - [`structured`]: Structured Field Dictionaries (RFC 8941), as `CDN-Cache-Control`
+//!   is read (RFC 9213 §2.1).
 //! - [`freshness`]: may a response be stored, for how long is it fresh, and may it be
 //!   served stale; `CDN-Cache-Control` and `Surrogate-Control` precedence.
 //! - [`conditional`]: `If-Match`, `If-None-Match`, `If-Modified-Since`,

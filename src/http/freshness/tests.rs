@@ -208,6 +208,21 @@ fn an_invalid_or_empty_cdn_cache_control_falls_back_to_cache_control() {
 }
 
 #[test]
+fn an_empty_cdn_cache_control_line_adds_nothing_wherever_it_comes() {
+    for lines in [["max-age=600", ""], ["", "max-age=600"]] {
+        let f = fresh(
+            200,
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", lines[0]),
+                ("cdn-cache-control", lines[1]),
+            ],
+        );
+        assert_eq!(f.lifetime, 600, "{lines:?}");
+    }
+}
+
+#[test]
 fn cdn_cache_control_values_of_the_wrong_type_are_not_used() {
     // RFC 9213 §2.1: max-age is an Integer; a String or Decimal is not consumed.
     for field in [
