@@ -587,12 +587,15 @@ pub fn vary_names<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
 /// The key of the variant a request selects (RFC 9111 §4.1): the primary key plus the
 /// normalised values of the request fields named by `Vary`. Values are normalised by
 /// joining field lines with commas and trimming whitespace around list members, so
-/// that `en, fr` and `en,fr` select the same variant.
+/// that `en, fr` and `en,fr` select the same variant; `Accept-Language` is also
+/// lower-cased (`EN, Fr` is `en, fr`).
 pub fn variant_key(primary: &CacheKey, names: &[String], request: &HeaderMap) -> CacheKey {
     let mut variant = String::new();
     for name in names {
         variant.push_str(name);
         variant.push('=');
+        // Language ranges are case-insensitive (RFC 4647 §2), as is a weight's `q`.
+        let fold_case = name == "accept-language";
         let members: Vec<String> = request
             .get_all(name.as_str())
             .iter()
@@ -603,6 +606,7 @@ pub fn variant_key(primary: &CacheKey, names: &[String], request: &HeaderMap) ->
                     .collect::<Vec<_>>()
             })
             .filter(|m| !m.is_empty())
+            .map(|m| if fold_case { m.to_ascii_lowercase() } else { m })
             .collect();
         variant.push_str(&members.join(","));
         variant.push('\u{1f}');

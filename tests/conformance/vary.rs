@@ -27,6 +27,10 @@ async fn vary_on_accept_language_keeps_variants_apart() {
     assert!(
         cache_status(&edge.get_with("/v", &[("accept-language", "en,fr")]).await).contains("hit")
     );
+    // Language ranges are case-insensitive (RFC 4647 §2): so is the variant.
+    assert!(
+        cache_status(&edge.get_with("/v", &[("accept-language", "EN, Fr")]).await).contains("hit")
+    );
     assert_eq!(origin.hits(), 3);
 }
 
