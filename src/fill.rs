@@ -209,8 +209,7 @@ pub async fn fill(
         response_time,
     );
     if let Some(coding) = opaque {
-        meta.headers
-            .push(("content-encoding".to_owned(), coding.into_bytes()));
+        meta.set_opaque_coding(coding.into_bytes());
     }
     // Nothing says this response may be reused and nothing could validate it: storing
     // it would only waste space (issue #2: no default TTL).
@@ -374,8 +373,7 @@ fn revalidated(
     meta.headers = stored_fields(&headers);
     // The body is unchanged, so is the coding it was stored in.
     if let Some(coding) = stale.meta.opaque_coding() {
-        meta.headers
-            .push(("content-encoding".to_owned(), coding.to_vec()));
+        meta.set_opaque_coding(coding.to_vec());
     }
     meta.invalidated = false;
     Some(state.cache.update_meta(stale, meta))

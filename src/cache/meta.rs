@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::http::encoding::Encoding;
 use crate::http::freshness::Freshness;
 
+/// The stored field that names the coding of a body kept as the origin sent it.
+const OPAQUE_CODING: &str = "content-encoding";
+
 /// The blake3 hash of a blob's bytes: its name on disk and its identity everywhere.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BlobHash(pub [u8; 32]);
@@ -112,7 +115,13 @@ impl Meta {
     /// does not decode that coding (see `fill`): such an entry has one representation,
     /// served as is to every client, and is never compressed again.
     pub fn opaque_coding(&self) -> Option<&[u8]> {
-        self.header("content-encoding")
+        self.header(OPAQUE_CODING)
+    }
+
+    /// Records the coding of a body stored as the origin sent it (see
+    /// [`Self::opaque_coding`]); the stored fields otherwise never hold one.
+    pub fn set_opaque_coding(&mut self, coding: Vec<u8>) {
+        self.headers.push((OPAQUE_CODING.to_owned(), coding));
     }
 
     /// The first stored value of header `name` (lower-case).
