@@ -146,13 +146,7 @@ async fn post_passes_through_with_its_body_and_invalidates_the_url() {
     edge.get("/doc").await;
     assert!(cache_status(&edge.get("/doc").await).contains("hit"));
 
-    let posted = edge
-        .client
-        .post(edge.url("/doc"))
-        .body("payload")
-        .send()
-        .await
-        .unwrap();
+    let posted = edge.post("/doc", "payload").await;
     assert_eq!(posted.status(), 200);
     assert!(cache_status(&posted).contains("fwd=method"));
     let seen = origin.seen();
@@ -179,23 +173,11 @@ async fn failed_post_does_not_invalidate() {
     let edge = TestEdge::start(&origin).await;
     edge.get("/doc").await;
     origin.route("/doc", Route::ok("nope").status(500));
-    let posted = edge
-        .client
-        .post(edge.url("/doc"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let posted = edge.post("/doc", "x").await;
     assert_eq!(posted.status(), 500);
     // An origin that does not answer at all: a 502 that says why it went forward.
     origin.route("/doc", Route::ok("x").misbehave(Misbehaviour::Garbage));
-    let broken = edge
-        .client
-        .post(edge.url("/doc"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let broken = edge.post("/doc", "x").await;
     assert_eq!(broken.status(), 502);
     let status = cache_status(&broken);
     assert!(

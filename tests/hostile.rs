@@ -69,22 +69,10 @@ async fn oversized_pass_through_body_gets_413() {
     let origin = TestOrigin::start().await;
     origin.route("/upload", Route::ok("ok"));
     let edge = edge_with_limits(&origin, "max_request_body = \"1KiB\"").await;
-    let r = edge
-        .client
-        .post(edge.url("/upload"))
-        .body(vec![b'x'; 4096])
-        .send()
-        .await
-        .unwrap();
+    let r = edge.post("/upload", vec![b'x'; 4096]).await;
     assert_eq!(r.status(), 413);
     assert_eq!(origin.hits(), 0);
-    let small = edge
-        .client
-        .post(edge.url("/upload"))
-        .body("tiny")
-        .send()
-        .await
-        .unwrap();
+    let small = edge.post("/upload", "tiny").await;
     assert_eq!(small.status(), 200);
 }
 

@@ -427,6 +427,16 @@ impl TestEdge {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// POST `body` to `path`.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `http://127.0.0.1:ADMIN_PORT{path}`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.running.admin_addr, path)

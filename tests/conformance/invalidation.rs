@@ -21,13 +21,7 @@ async fn successful_post_invalidates_target_and_same_host_location() {
             .header("location", "/list")
             .header("content-location", "http://elsewhere.example/other"),
     );
-    let r = edge
-        .client
-        .post(edge.url("/form"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = edge.post("/form", "x").await;
     assert_eq!(r.status(), 201);
     origin.route("/form", Route::ok("/form"));
     assert!(!cache_status(&edge.get("/form").await).contains("hit"));
