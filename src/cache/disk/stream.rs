@@ -14,6 +14,9 @@
 //! the disk goes to the blocking pool. The hand-off to a pool thread and back is two
 //! context switches per chunk, which cost more than the read itself for a hot object.
 //!
+//! The stream yields to the runtime before each chunk after the first, so many large
+//! responses on one thread share it in turns ([`crate::body::TURN`]).
+//!
 //! Chunks are read into buffers kept for reuse ([`Chunk`]): once hyper has sent a chunk
 //! and dropped it, its buffer goes back to a small pool, already initialised (a fresh
 //! one must be zeroed before it can be read into) and likely still in the CPU's cache.
@@ -33,8 +36,9 @@ use crate::cache::Segment;
 use crate::cache::key::CacheKey;
 use crate::cache::meta::{BlobHash, Rep};
 
-/// Bytes read from the file per step.
-const CHUNK: u64 = 128 * 1024;
+/// Bytes read from the file per step: one turn's worth ([`crate::body::TURN`]), after
+/// which the stream yields so the thread's other connections go first.
+const CHUNK: u64 = crate::body::TURN as u64;
 
 /// A representation whose bytes stay in their blob file. The file is opened at lookup,
 /// so an eviction that deletes it meanwhile does not disturb a response in progress.
@@ -141,6 +145,10 @@ impl Reader {
             if self.pos >= self.body.len {
                 self.verify()?;
                 continue;
+            }
+            if self.pos > 0 {
+                // A turn per chunk (see `crate::body::TURN`).
+                tokio::task::yield_now().await;
             }
             let chunk = self.read_chunk().await?;
             if !self.body.trusted {
