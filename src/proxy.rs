@@ -159,12 +159,20 @@ const MAX_HOST: usize = 255;
 pub type Host = ArrayString<MAX_HOST>;
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or `Host`;
-/// lower-cased, without port or trailing dot. `None` when there is none, or it is
-/// longer than any host name can be.
+/// lower-cased, without port or trailing dot. `None` (answered 400) when there is
+/// none, when there is more than one `Host` line or its value is not
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2 says both MUST get a 400, whatever the
+/// target's form), or when it is longer than any host name can be.
 pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
+    let mut lines = request.headers().get_all(header::HOST).iter();
+    let field = lines.next();
+    if lines.next().is_some() || field.is_some_and(|f| !is_host_field(f.as_bytes())) {
+        return None;
+    }
     let raw = match request.uri().host() {
         Some(h) => h,
-        None => request.headers().get(header::HOST)?.to_str().ok()?,
+        // Checked above: ASCII only.
+        None => field?.to_str().ok()?,
     };
     let (name, close) = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets, drop any port.
@@ -184,6 +192,60 @@ pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
     host.try_push_str(close).ok()?;
     host.make_ascii_lowercase();
     Some(host)
+}
+
+/// Whether `value` is a `Host` field value: `uri-host [ ":" port ]` (RFC 9110 §7.2,
+/// RFC 3986 §3.2.2-3), empty included. A space, a slash, a backslash, an `@` or a
+/// control byte would otherwise reach the cache key and the origin's `Host`.
+fn is_host_field(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        // IP-literal: an IPv6 address or IPvFuture, in brackets.
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..end];
+        if literal.is_empty() || !literal.iter().all(|&b| is_reg_name_byte(b) || b == b':') {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&[][..], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &[][..]),
+        }
+    };
+    is_reg_name(host) && port.iter().all(u8::is_ascii_digit)
+}
+
+/// RFC 3986 `reg-name`: unreserved, sub-delims and percent-encoded bytes (an IPv4
+/// address is one too).
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        if name[i] == b'%' {
+            if !name
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+        } else if is_reg_name_byte(name[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 3986 `unreserved` or `sub-delims`.
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
 }
 
 async fn serve(
@@ -831,12 +893,66 @@ mod tests {
         assert_eq!(host_of("a.test..:80").as_deref(), Some("a.test"));
         assert_eq!(host_of("[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(host_of("[FE80::1]").as_deref(), Some("[fe80::1]"));
-        assert_eq!(host_of("[::1").as_deref(), Some("[::1]"));
+
         assert_eq!(host_of(":80"), None);
         assert_eq!(host_of("."), None);
         let longest = "a".repeat(MAX_HOST);
         assert_eq!(host_of(&longest).as_deref(), Some(longest.as_str()));
         assert_eq!(host_of(&format!("{longest}a")), None);
+    }
+
+    #[test]
+    fn a_host_field_that_is_not_uri_host_and_port_is_refused() {
+        for bad in [
+            "local host",
+            "a.test/x",
+            "a.test\\x",
+            "user@a.test",
+            "a.test:80x",
+            "a.test:80:81",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:x",
+            "a%2",
+            "a%zz.test",
+            "a\tb",
+        ] {
+            assert_eq!(host_of(bad), None, "{bad:?}");
+        }
+        for good in [
+            "a.test",
+            "a.test:",
+            "a.test:8080",
+            "10.0.0.1:80",
+            "[::1]:80",
+            "a%41.test",
+            "a_b~c",
+        ] {
+            assert!(host_of(good).is_some(), "{good:?}");
+        }
+        let not_ascii = Request::builder()
+            .uri("/x")
+            .header(
+                header::HOST,
+                HeaderValue::from_bytes(b"caf\xc3\xa9.test").expect("a value"),
+            )
+            .body(())
+            .expect("a request");
+        assert_eq!(request_host(&not_ascii), None);
+    }
+
+    #[test]
+    fn more_than_one_host_line_is_refused_whatever_the_target() {
+        for uri in ["/x", "http://a.test/x"] {
+            let request = Request::builder()
+                .uri(uri)
+                .header(header::HOST, "a.test")
+                .header(header::HOST, "a.test")
+                .body(())
+                .expect("a request");
+            assert_eq!(request_host(&request), None, "{uri}");
+        }
     }
 
     #[test]

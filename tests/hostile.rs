@@ -76,6 +76,42 @@ async fn oversized_pass_through_body_gets_413() {
     assert_eq!(small.status(), 200);
 }
 
+#[tokio::test]
+async fn two_host_lines_or_an_invalid_host_get_400_and_reach_nothing() {
+    let origin = TestOrigin::start().await;
+    origin.route("/a", Route::ok("a"));
+    let edge = edge_with_limits(&origin, "").await;
+    for head in [
+        "Host: a.test\r\nHost: b.test",
+        "Host: a.test\r\nHost: a.test",
+        "Host: a test",
+        "Host: a.test/x",
+        "Host: user@a.test",
+        "Host: a.test:http",
+    ] {
+        let answer = raw(
+            &edge,
+            format!("GET /a HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+    }
+    // The absolute form names the host; two Host lines are refused there too.
+    let answer = raw(
+        &edge,
+        b"GET http://a.test/a HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(origin.hits(), 0);
+    let answer = raw(
+        &edge,
+        b"GET /a HTTP/1.1\r\nHost: A.test:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// Reads until the peer closes (or `limit` passes): what the client was sent.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
     let mut got = Vec::new();
