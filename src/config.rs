@@ -145,6 +145,9 @@ pub struct OriginConfig {
     pub breaker_failures: u32,
     /// How long an open breaker fails requests fast before letting one probe through.
     pub breaker_cooldown: Duration,
+    /// Largest response head an origin may send (HTTP/1.1 status line and fields;
+    /// HTTP/2 header list); a larger one is a 502.
+    pub max_header_bytes: usize,
 }
 
 /// `[compression]`.
@@ -513,6 +516,7 @@ struct RawOrigin {
     max_idle_per_host: Option<usize>,
     breaker_failures: Option<u32>,
     breaker_cooldown: Option<String>,
+    max_header_bytes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -946,6 +950,7 @@ impl Config {
                 raw.origin.breaker_cooldown.as_deref(),
                 "10s",
             ),
+            max_header_bytes: c.origin_header_bytes(raw.origin.max_header_bytes.as_deref()),
         };
         let compression = c.compression(&raw.compression);
 
@@ -1196,6 +1201,19 @@ fn is_hsts(value: &str) -> bool {
         && max_ages[0].bytes().all(|b| b.is_ascii_digit())
 }
 
+impl Checker {
+    /// `origin.max_header_bytes`: hyper reads a head into one buffer of at least
+    /// 8 KiB, and HTTP/2 states the limit in a 32-bit setting.
+    fn origin_header_bytes(&mut self, value: Option<&str>) -> usize {
+        const KEY: &str = "origin.max_header_bytes";
+        let bytes = self.size(KEY, value, "64KiB");
+        if !(8192..=16 << 20).contains(&bytes) {
+            self.fail(KEY, "must be between 8KiB and 16MiB");
+        }
+        bytes.clamp(8192, 16 << 20) as usize
+    }
+}
+
 fn limits(c: &mut Checker, raw: &RawServer) -> Limits {
     let header_bytes = c.size(
         "server.max_header_bytes",
@@ -1374,6 +1392,24 @@ mod tests {
                 "site[0].origin"
             ]
         );
+    }
+
+    #[test]
+    fn origin_head_limit_defaults_and_bounds() {
+        let site = "[[site]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:1\"\n";
+        let config = parse(site).expect("valid");
+        assert_eq!(config.origin.max_header_bytes, 64 << 10);
+        let config =
+            parse(&format!("[origin]\nmax_header_bytes = \"16KiB\"\n{site}")).expect("valid");
+        assert_eq!(config.origin.max_header_bytes, 16 << 10);
+        for bad in ["4KiB", "32MiB", "lots"] {
+            let errors =
+                parse(&format!("[origin]\nmax_header_bytes = \"{bad}\"\n{site}")).unwrap_err();
+            assert_eq!(
+                errors[0].key, "origin.max_header_bytes",
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The origin client: a pooled hyper-util client for `http://` and `https://` origins
 //! (HTTP/1.1, and HTTP/2 where a TLS origin offers it through ALPN), or a directory
-//! served in-process by tower-http's `ServeDir`. Timeouts for connect, first byte and
+//! served in-process by tower-http's `ServeDir`. Limits for connect, first byte and
 //! whole body come from config; hop-by-hop headers are stripped both ways; failures say
 //! which origin failed and how.
 
@@ -45,12 +45,12 @@ pub enum Origin {
 pub struct HttpOrigin {
     base: Uri,
     client: Client<HttpsConnector<HttpConnector>, Body>,
-    timeouts: Timeouts,
+    limits: Limits,
     breaker: Arc<Breaker>,
 }
 
 /// A circuit breaker per origin: after `threshold` consecutive connect failures or
-/// header timeouts, requests fail fast for `cooldown`, then one probe is let through;
+/// header limits, requests fail fast for `cooldown`, then one probe is let through;
 /// its success closes the breaker. A dead origin then costs clients no timeout each.
 pub struct Breaker {
     threshold: u32,
@@ -111,23 +111,25 @@ pub struct DirOrigin {
     cache_control: Option<HeaderValue>,
 }
 
+/// What an HTTP origin is allowed: time, failures, head size.
 #[derive(Debug, Clone, Copy)]
-struct Timeouts {
+struct Limits {
     first_byte: Duration,
     body: Duration,
     breaker_failures: u32,
     breaker_cooldown: Duration,
+    max_header_bytes: usize,
 }
 
 /// The connection pool shared by every HTTP origin.
 #[derive(Clone)]
 pub struct OriginPool {
     client: Client<HttpsConnector<HttpConnector>, Body>,
-    timeouts: Timeouts,
+    limits: Limits,
 }
 
 impl OriginPool {
-    /// A pool with the configured timeouts and idle-connection limit.
+    /// A pool with the configured limits and idle-connection limit.
     pub fn new(config: &OriginConfig) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -142,14 +144,18 @@ impl OriginPool {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
+            // HTTP/2 states the head limit to the origin; HTTP/1.1 heads are measured
+            // once parsed (hyper-util's client has no setting for them).
+            .http2_max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
             .build(https);
         OriginPool {
             client,
-            timeouts: Timeouts {
+            limits: Limits {
                 first_byte: config.first_byte_timeout + config.connect_timeout,
                 body: config.body_timeout,
                 breaker_failures: config.breaker_failures,
                 breaker_cooldown: config.breaker_cooldown,
+                max_header_bytes: config.max_header_bytes,
             },
         }
     }
@@ -161,10 +167,10 @@ impl OriginPool {
             OriginTarget::Http(base) => Origin::Http(Arc::new(HttpOrigin {
                 base: base.clone(),
                 client: self.client.clone(),
-                timeouts: self.timeouts,
+                limits: self.limits,
                 breaker: Arc::new(Breaker::new(
-                    self.timeouts.breaker_failures,
-                    self.timeouts.breaker_cooldown,
+                    self.limits.breaker_failures,
+                    self.limits.breaker_cooldown,
                 )),
             })),
             OriginTarget::Dir(root) => Origin::Dir(Arc::new(DirOrigin {
@@ -206,7 +212,7 @@ impl Origin {
                     return Err(self.fail(OriginFailure::CircuitOpen));
                 }
                 let sent = o.client.request(Request::from_parts(parts, body));
-                let head = match tokio::time::timeout(o.timeouts.first_byte, sent).await {
+                let head = match tokio::time::timeout(o.limits.first_byte, sent).await {
                     Err(_) => {
                         o.breaker.failure();
                         return Err(self.fail(OriginFailure::Timeout("waiting for headers")));
@@ -219,7 +225,15 @@ impl Origin {
                     Ok(Ok(head)) => head,
                 };
                 o.breaker.success();
-                let deadline = Instant::now() + o.timeouts.body;
+                let size = head_size(head.headers());
+                if size > o.limits.max_header_bytes {
+                    // Dropping the response closes the connection unread.
+                    return Err(self.fail(OriginFailure::Protocol(format!(
+                        "response head of at least {size} bytes, over origin.max_header_bytes ({})",
+                        o.limits.max_header_bytes
+                    ))));
+                }
+                let deadline = Instant::now() + o.limits.body;
                 head.map(|incoming| Body::new(Deadline::new(incoming, deadline)))
             }
             Origin::Dir(o) => {
@@ -241,6 +255,15 @@ impl Origin {
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }
+}
+
+/// Bytes `headers` took on the wire, at least: each `name: value` line with its CRLF
+/// (RFC 9112 §5), as an HTTP/2 header list is counted too (RFC 9113 §6.5.2).
+fn head_size(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 /// Builds the URI to the origin: its scheme and authority, its path prefix, and the

@@ -50,6 +50,33 @@ async fn truncated_chunked_body_is_a_502() {
 }
 
 #[tokio::test]
+async fn a_response_head_over_the_limit_is_a_502_and_nothing_is_stored() {
+    let origin = TestOrigin::start().await;
+    let huge = "h".repeat(100 * 1024);
+    origin.route("/fat", Route::ok("fat").header("x-padding", &huge));
+    origin.route(
+        "/fits",
+        Route::ok("fits").header("x-padding", &"h".repeat(20 * 1024)),
+    );
+    let edge = TestEdge::start(&origin).await;
+    for _ in 0..2 {
+        let r = edge.get("/fat").await;
+        assert_eq!(r.status(), 502);
+        let cs = cache_status(&r);
+        assert!(cs.contains("detail=origin-protocol"), "{cs}");
+        assert!(r.headers().get("x-padding").is_none());
+    }
+    assert_eq!(origin.hits(), 2, "refused, so never stored");
+    edge.get("/fits").await;
+    let r = edge.get("/fits").await;
+    assert!(
+        cache_status(&r).contains("hit"),
+        "a head under the default 64 KiB is fine"
+    );
+    assert_eq!(r.headers()["x-padding"].len(), 20 * 1024);
+}
+
+#[tokio::test]
 async fn garbage_status_line_is_a_502() {
     assert_fault_then_recovery("/garbage", Misbehaviour::Garbage, 502, "origin-protocol").await;
 }
