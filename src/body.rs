@@ -103,8 +103,8 @@ impl Turns {
             return Poll::Ready(None);
         }
         if self.yield_first {
-            // Woken at once: the task goes to the back of its thread's queue (what
-            // `tokio::task::yield_now` does) and hyper flushes the frame before it.
+            // Woken at once: the task goes to the back of its thread's run queue, and
+            // hyper flushes the frame before it.
             self.yield_first = false;
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -121,9 +121,27 @@ impl Turns {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
     use http_body_util::BodyExt;
 
     use super::*;
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 
     #[tokio::test]
     async fn whole_bytes_are_one_frame_of_known_length() {
@@ -154,8 +172,9 @@ mod tests {
     fn a_large_body_goes_in_turns_with_a_yield_between_them() {
         let bytes: Bytes = (0..(2 * TURN + 10)).map(|i| (i % 251) as u8).collect();
         let mut body = ResponseBody::whole(bytes.clone());
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
         let mut poll =
             |body: &mut ResponseBody| http_body::Body::poll_frame(Pin::new(body), &mut cx);
         let mut sent = Vec::new();

@@ -1,6 +1,6 @@
 //! The origin client: a pooled hyper-util client for `http://` and `https://` origins
 //! (HTTP/1.1, and HTTP/2 where a TLS origin offers it through ALPN), or a directory
-//! served in-process by tower-http's `ServeDir`. Limits for connect, first byte and
+//! served in-process by tower-http's `ServeDir`. Timeouts for connect, first byte and
 //! whole body come from config; hop-by-hop headers are stripped both ways; failures say
 //! which origin failed and how.
 
@@ -50,7 +50,7 @@ pub struct HttpOrigin {
 }
 
 /// A circuit breaker per origin: after `threshold` consecutive connect failures or
-/// header limits, requests fail fast for `cooldown`, then one probe is let through;
+/// header timeouts, requests fail fast for `cooldown`, then one probe is let through;
 /// its success closes the breaker. A dead origin then costs clients no timeout each.
 pub struct Breaker {
     threshold: u32,
@@ -129,7 +129,7 @@ pub struct OriginPool {
 }
 
 impl OriginPool {
-    /// A pool with the configured limits and idle-connection limit.
+    /// A pool with the configured timeouts and limits.
     pub fn new(config: &OriginConfig) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -145,7 +145,9 @@ impl OriginPool {
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
             // HTTP/2 states the head limit to the origin; HTTP/1.1 heads are measured
-            // once parsed (hyper-util's client has no setting for them).
+            // once parsed: `http1_max_buf_size` bounds the read buffer, not the head
+            // (one read can fill past it). hyper's own bounds stay outside the limit:
+            // a ~408 KiB read buffer and 100 header lines.
             .http2_max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
             .build(https);
         OriginPool {
@@ -257,8 +259,9 @@ impl Origin {
     }
 }
 
-/// Bytes `headers` took on the wire, at least: each `name: value` line with its CRLF
-/// (RFC 9112 §5), as an HTTP/2 header list is counted too (RFC 9113 §6.5.2).
+/// Bytes of `headers` as HTTP/1.1 sends them: each `name: value` line with its CRLF
+/// (RFC 9112 §5), the status line aside. (An HTTP/2 origin counts 32 more per field,
+/// RFC 9113 §6.5.2, against the limit it was told.)
 fn head_size(headers: &http::HeaderMap) -> usize {
     headers
         .iter()

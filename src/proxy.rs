@@ -160,51 +160,66 @@ pub type Host = ArrayString<MAX_HOST>;
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or `Host`;
 /// lower-cased, without port or trailing dot. `None` (answered 400) when there is
-/// none, when there is more than one `Host` line or its value is not
-/// `uri-host [ ":" port ]` (RFC 9112 §3.2 says both MUST get a 400, whatever the
-/// target's form), or when it is longer than any host name can be.
+/// none; when an HTTP/1.1 request has no `Host` line, more than one, or one whose value
+/// is not `uri-host [ ":" port ]` (RFC 9112 §3.2: a MUST, whatever the target's form);
+/// when an HTTP/2 request's `Host` names another authority than `:authority`
+/// (RFC 9113 §8.3.1); or when it is longer than any host name can be.
 pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
     let mut lines = request.headers().get_all(header::HOST).iter();
     let field = lines.next();
     if lines.next().is_some() || field.is_some_and(|f| !is_host_field(f.as_bytes())) {
         return None;
     }
-    let raw = match request.uri().host() {
+    let uri = request.uri();
+    match (request.version(), field, uri.authority()) {
+        (http::Version::HTTP_11, None, _) => return None,
+        (http::Version::HTTP_2, Some(f), Some(authority))
+            if !f
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            return None;
+        }
+        _ => {}
+    }
+    let raw = match uri.host() {
         Some(h) => h,
         // Checked above: ASCII only.
         None => field?.to_str().ok()?,
     };
-    let (name, close) = if raw.starts_with('[') {
-        // IPv6 literal: keep the brackets, drop any port.
-        match raw.find(']') {
-            Some(end) => (&raw[..=end], ""),
-            None => (raw, "]"),
-        }
+    host_name(raw)
+}
+
+/// The host a URI authority or `Host` value names (`raw`, already checked):
+/// lower-cased, without port or trailing dot; `None` when empty or longer than any
+/// host name can be.
+pub fn host_name(raw: &str) -> Option<Host> {
+    let name = if raw.starts_with('[') {
+        // IP literal (checked whole above, or by the URI parser): keep the brackets,
+        // drop any port.
+        raw.find(']').map_or(raw, |end| &raw[..=end])
     } else {
         let name = raw.rsplit_once(':').map_or(raw, |(h, _)| h);
-        (name.trim_end_matches('.'), "")
+        name.trim_end_matches('.')
     };
     if name.is_empty() {
         return None;
     }
     let mut host = Host::new();
     host.try_push_str(name).ok()?;
-    host.try_push_str(close).ok()?;
     host.make_ascii_lowercase();
     Some(host)
 }
 
 /// Whether `value` is a `Host` field value: `uri-host [ ":" port ]` (RFC 9110 §7.2,
 /// RFC 3986 §3.2.2-3), empty included. A space, a slash, a backslash, an `@` or a
-/// control byte would otherwise reach the cache key and the origin's `Host`.
+/// control byte would otherwise reach the cache key and the `Location` of redirects.
 fn is_host_field(value: &[u8]) -> bool {
     let (host, port) = if value.first() == Some(&b'[') {
-        // IP-literal: an IPv6 address or IPvFuture, in brackets.
         let Some(end) = value.iter().position(|&b| b == b']') else {
             return false;
         };
-        let literal = &value[1..end];
-        if literal.is_empty() || !literal.iter().all(|&b| is_reg_name_byte(b) || b == b':') {
+        if !is_ip_literal(&value[1..end]) {
             return false;
         }
         match &value[end + 1..] {
@@ -219,6 +234,22 @@ fn is_host_field(value: &[u8]) -> bool {
         }
     };
     is_reg_name(host) && port.iter().all(u8::is_ascii_digit)
+}
+
+/// The inside of an RFC 3986 IP-literal: an IPv6 address, or
+/// `IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )`.
+fn is_ip_literal(literal: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = literal {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (version, address) = (&rest[..dot], &rest[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !address.is_empty()
+            && address.iter().all(|&b| is_reg_name_byte(b) || b == b':');
+    }
+    std::str::from_utf8(literal).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// RFC 3986 `reg-name`: unreserved, sub-delims and percent-encoded bytes (an IPv4
@@ -912,6 +943,12 @@ mod tests {
             "a.test:80:81",
             "[::1",
             "[]",
+            "[x]",
+            "[1.2.3.4]",
+            "[:::]",
+            "[a;b=c]",
+            "[v.x]",
+            "[v1.]",
             "[::1]x",
             "[::1]:x",
             "a%2",
@@ -921,6 +958,8 @@ mod tests {
             assert_eq!(host_of(bad), None, "{bad:?}");
         }
         for good in [
+            "[::ffff:1.2.3.4]",
+            "[v1.fe80::a+en1]",
             "a.test",
             "a.test:",
             "a.test:8080",
@@ -953,6 +992,42 @@ mod tests {
                 .expect("a request");
             assert_eq!(request_host(&request), None, "{uri}");
         }
+    }
+
+    #[test]
+    fn an_http11_request_without_host_is_refused_even_in_absolute_form() {
+        let request = Request::builder()
+            .uri("http://a.test/x")
+            .body(())
+            .expect("a request");
+        assert_eq!(request_host(&request), None);
+        let old = Request::builder()
+            .version(http::Version::HTTP_10)
+            .uri("http://a.test/x")
+            .body(())
+            .expect("a request");
+        assert_eq!(request_host(&old).as_deref(), Some("a.test"));
+    }
+
+    #[test]
+    fn an_http2_host_must_name_the_authority() {
+        let h2 = |host: Option<&str>| {
+            let mut builder = Request::builder()
+                .version(http::Version::HTTP_2)
+                .uri("https://A.test:8443/x");
+            if let Some(host) = host {
+                builder = builder.header(header::HOST, host);
+            }
+            request_host(&builder.body(()).expect("a request"))
+        };
+        assert_eq!(h2(None).as_deref(), Some("a.test"));
+        assert_eq!(h2(Some("a.TEST:8443")).as_deref(), Some("a.test"));
+        assert_eq!(h2(Some("b.test:8443")), None);
+        assert_eq!(
+            h2(Some("a.test")),
+            None,
+            "another port is another authority"
+        );
     }
 
     #[test]

@@ -249,6 +249,34 @@ async fn large_object_streams_the_same_from_disk() {
     .await;
 }
 
+#[tokio::test]
+async fn a_memory_hit_of_many_turns_arrives_whole() {
+    // Above 128 KiB a memory body goes to hyper in turns, with a yield between them.
+    let body = bytes(6, (1 << 20) + 1);
+    let from_memory = std::cell::Cell::new(false);
+    on_every_tier(&body, "", "GET", &[], |served, a| {
+        from_memory.set(from_memory.get() || served == Served::MemoryHit);
+        assert_eq!(a.status, 200, "{served:?}");
+        assert!(a.body() == &body[..], "{served:?}: whole body, in order");
+    })
+    .await;
+    assert!(from_memory.get(), "the second request was a memory hit");
+    on_every_tier(
+        &body,
+        "",
+        "GET",
+        &[("range", "bytes=131000-393300")],
+        |served, a| {
+            assert_eq!(a.status, 206, "{served:?}");
+            assert!(
+                a.body() == &body[131_000..=393_300],
+                "{served:?}: across turns"
+            );
+        },
+    )
+    .await;
+}
+
 fn blob_files(cache_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![cache_dir.join("blobs")];

@@ -67,13 +67,39 @@ async fn a_response_head_over_the_limit_is_a_502_and_nothing_is_stored() {
         assert!(r.headers().get("x-padding").is_none());
     }
     assert_eq!(origin.hits(), 2, "refused, so never stored");
-    edge.get("/fits").await;
+    assert_eq!(edge.get("/fits").await.status(), 200);
     let r = edge.get("/fits").await;
     assert!(
         cache_status(&r).contains("hit"),
         "a head under the default 64 KiB is fine"
     );
     assert_eq!(r.headers()["x-padding"].len(), 20 * 1024);
+}
+
+#[tokio::test]
+async fn a_configured_head_limit_is_the_one_applied() {
+    let origin = TestOrigin::start().await;
+    // Route::ok's other fields take well under 1 KiB.
+    origin.route(
+        "/under",
+        Route::ok("under").header("x-padding", &"u".repeat(15 * 1024)),
+    );
+    origin.route(
+        "/over",
+        Route::ok("over").header("x-padding", &"o".repeat(16 * 1024)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[origin]\nmax_header_bytes = \"16KiB\"\n[[site]]\nhosts = [\"*\"]\norigin = \"{}\"\n",
+        origin.url()
+    );
+    let edge = TestEdge::start_toml(&toml, dir).await;
+    let r = edge.get("/under").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "under");
+    let r = edge.get("/over").await;
+    assert_eq!(r.status(), 502);
+    assert!(cache_status(&r).contains("detail=origin-protocol"));
 }
 
 #[tokio::test]

@@ -149,11 +149,10 @@ fn key_of(text: &str, sites: &Sites) -> Result<CacheKey, String> {
             "`{text}` is not an absolute http:// or https:// URL"
         ));
     }
-    let probe = http::Request::builder()
-        .uri(uri.clone())
-        .body(())
-        .map_err(|_| format!("`{text}` is not a URL"))?;
-    let host = crate::proxy::request_host(&probe).ok_or_else(|| format!("`{text}` has no host"))?;
+    let host = uri
+        .host()
+        .and_then(crate::proxy::host_name)
+        .ok_or_else(|| format!("`{text}` has no host"))?;
     let site = sites
         .by_host(&host)
         .ok_or_else(|| format!("`{text}`: no site serves host `{host}`"))?;

@@ -106,6 +106,7 @@ impl DiskBody {
             hasher: blake3::Hasher::new(),
             out: VecDeque::new(),
             verified: false,
+            read_any: false,
         };
         futures_util::stream::try_unfold(reader, |mut reader| async move {
             Ok(reader.next().await?.map(|piece| (piece, reader)))
@@ -120,6 +121,8 @@ struct Reader {
     hasher: blake3::Hasher,
     out: VecDeque<Bytes>,
     verified: bool,
+    /// Whether a chunk was read yet: every later one waits for a turn.
+    read_any: bool,
 }
 
 impl Reader {
@@ -146,11 +149,12 @@ impl Reader {
                 self.verify()?;
                 continue;
             }
-            if self.pos > 0 {
+            if self.read_any {
                 // A turn per chunk (see `crate::body::TURN`).
                 tokio::task::yield_now().await;
             }
             let chunk = self.read_chunk().await?;
+            self.read_any = true;
             if !self.body.trusted {
                 self.hasher.update(&chunk);
             }
