@@ -20,10 +20,10 @@ use http_body::{Frame, SizeHint};
 /// takes megabytes at once; a 5 MiB body sent as one frame holds the thread until it is
 /// all in the kernel, so whichever response starts first finishes first and the others
 /// queue behind it. Measured with 64 connections fetching a 5 MiB object on one core
-/// (`benches/compare`), that put edge's p99 at 4 to 8 times its median while nginx,
-/// which sends at most `sendfile_max_chunk` per turn, stayed near its median. In turns
-/// of 128 KiB every response moves a little each round. A yield with nothing else to
-/// run returns at once, so a lone download loses nothing.
+/// (`benches/compare`), that put edge's p99 at 4 to 8 times its median while nginx's,
+/// which sends at most `sendfile_max_chunk` per turn, stayed near twice its median. In
+/// turns of 128 KiB every response moves a little each round. A yield with nothing else
+/// to run returns at once, so a lone download loses nothing.
 pub const TURN: usize = 128 * 1024;
 
 /// A response body: whole bytes, or any other body.

@@ -145,8 +145,8 @@ pub struct OriginConfig {
     pub breaker_failures: u32,
     /// How long an open breaker fails requests fast before letting one probe through.
     pub breaker_cooldown: Duration,
-    /// Largest response head an origin may send (HTTP/1.1 status line and fields;
-    /// HTTP/2 header list); a larger one is a 502.
+    /// Largest response head an origin may send (HTTP/1.1 header lines with their
+    /// CRLFs; the HTTP/2 header list); a larger one is a 502.
     pub max_header_bytes: usize,
 }
 
