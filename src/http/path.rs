@@ -9,6 +9,8 @@
 //! - Encoded reserved characters (`%2F`, `%3F`, …) stay encoded: they are data.
 //!
 //! The query is then kept, sorted, dropped, or filtered to an allow-list, per site.
+//!
+//! `is_host_field` checks a `Host` value against RFC 3986's authority grammar.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -38,6 +40,74 @@ fn hex(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
+}
+
+/// Whether `value` is a `Host` field value: `uri-host [ ":" port ]` (RFC 9110 §7.2,
+/// RFC 3986 §3.2.2-3), empty included. A space, a slash, a backslash, an `@` or a
+/// control byte would otherwise reach the cache key and the `Location` of redirects.
+pub(crate) fn is_host_field(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        if !is_ip_literal(&value[1..end]) {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&[][..], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &[][..]),
+        }
+    };
+    is_reg_name(host) && port.iter().all(u8::is_ascii_digit)
+}
+
+/// The inside of an RFC 3986 IP-literal: an IPv6 address, or
+/// `IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )`.
+fn is_ip_literal(literal: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = literal {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (version, address) = (&rest[..dot], &rest[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !address.is_empty()
+            && address.iter().all(|&b| is_reg_name_byte(b) || b == b':');
+    }
+    std::str::from_utf8(literal).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// RFC 3986 `reg-name`: unreserved, sub-delims and percent-encoded bytes (an IPv4
+/// address is one too).
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        if name[i] == b'%' {
+            if !name
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+        } else if is_reg_name_byte(name[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 3986 `unreserved` or `sub-delims`.
+fn is_reg_name_byte(b: u8) -> bool {
+    is_unreserved(b) || b"!$&'()*+,;=".contains(&b)
 }
 
 /// Normalises percent-encoding in one component: upper-case hex digits, decode
