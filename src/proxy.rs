@@ -159,8 +159,11 @@ const MAX_HOST: usize = 255;
 pub type Host = ArrayString<MAX_HOST>;
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or `Host`;
-/// lower-cased, without port or trailing dot. `None` (answered 400) when there is
-/// none; when an HTTP/1.1 request has no `Host` line, more than one, or one whose value
+/// lower-cased, without port or trailing dot. Empty for an HTTP/1.0 request that names
+/// no host (RFC 9112 §3.2 requires `Host` of HTTP/1.1 only; load balancers' health
+/// checks still send such requests): only a `*` site serves it, as nginx's default
+/// server would. `None` (answered 400) when an HTTP/1.1 request has no `Host` line,
+/// more than one, or one whose value
 /// is not `uri-host [ ":" port ]` (RFC 9112 §3.2: a MUST, whatever the target's form);
 /// when an HTTP/2 request's `Host` names another authority than `:authority`
 /// (RFC 9113 §8.3.1); or when it is longer than any host name can be.
@@ -175,6 +178,7 @@ pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
     let uri = request.uri();
     match (request.version(), field, uri.authority()) {
         (http::Version::HTTP_11, None, _) => return None,
+        (http::Version::HTTP_10 | http::Version::HTTP_09, None, None) => return Some(Host::new()),
         (http::Version::HTTP_2, Some(f), Some(authority))
             if !f
                 .as_bytes()
@@ -941,6 +945,27 @@ mod tests {
             .body(())
             .expect("a request");
         assert_eq!(request_host(&old).as_deref(), Some("a.test"));
+    }
+
+    #[test]
+    fn an_http10_request_without_host_has_the_empty_host() {
+        let old = Request::builder()
+            .version(http::Version::HTTP_10)
+            .uri("/x")
+            .body(())
+            .expect("a request");
+        assert_eq!(request_host(&old).as_deref(), Some(""));
+        let invalid = Request::builder()
+            .version(http::Version::HTTP_10)
+            .uri("/x")
+            .header(header::HOST, "a b")
+            .body(())
+            .expect("a request");
+        assert_eq!(
+            request_host(&invalid),
+            None,
+            "a Host it sends must be valid"
+        );
     }
 
     #[test]

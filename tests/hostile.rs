@@ -112,6 +112,41 @@ async fn two_host_lines_or_an_invalid_host_get_400_and_reach_nothing() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+#[tokio::test]
+async fn an_http10_request_without_host_is_served_by_the_catch_all_site_only() {
+    let origin = TestOrigin::start().await;
+    origin.route("/a", Route::ok("a"));
+    let edge = edge_with_limits(&origin, "").await;
+    // A load balancer's health check: HTTP/1.0 names no host (RFC 9112 §3.2 asks it
+    // of HTTP/1.1 only).
+    let answer = raw(&edge, b"GET /a HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\na"), "{answer}");
+    assert_eq!(origin.hits(), 1);
+    let again = raw(&edge, b"GET /a HTTP/1.0\r\n\r\n").await;
+    assert!(
+        again.contains("edge; hit"),
+        "stored under the empty host: {again}"
+    );
+    assert_eq!(origin.hits(), 1);
+
+    // Without a `*` site there is no site for it: 421, as for any unknown host.
+    let dir = tempfile::tempdir().unwrap();
+    let named = TestEdge::start_toml(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndir = \"cache\"\n[[site]]\nhosts = [\"a.test\", \"*.a.test\"]\norigin = \"{}\"\n",
+            origin.url()
+        ),
+        dir,
+    )
+    .await;
+    let answer = raw(&named, b"GET /a HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 421"), "{answer}");
+    let answer = raw(&named, b"GET /a HTTP/1.0\r\nHost: a.test\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert_eq!(origin.hits(), 2);
+}
+
 /// Reads until the peer closes (or `limit` passes): what the client was sent.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
     let mut got = Vec::new();
