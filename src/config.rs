@@ -37,6 +37,8 @@ pub struct Server {
     pub tls_listen: Option<SocketAddr>,
     /// Runtime worker threads; 0 means one per CPU.
     pub workers: usize,
+    /// Whether each request is logged under the `edge::access` target.
+    pub access_log: bool,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How long a follower waits for the leader of a coalesced miss.
@@ -468,6 +470,7 @@ struct RawServer {
     tls_listen: Option<String>,
     shutdown_grace: Option<String>,
     workers: Option<usize>,
+    access_log: Option<bool>,
     coalesce_wait: Option<String>,
     max_header_bytes: Option<String>,
     max_headers: Option<usize>,
@@ -886,6 +889,7 @@ impl Config {
             ),
             tls_listen: c.tls_listen(&raw),
             workers: raw.server.workers.unwrap_or(0),
+            access_log: raw.server.access_log.unwrap_or(true),
             shutdown_grace: c.duration(
                 "server.shutdown_grace",
                 raw.server.shutdown_grace.as_deref(),
@@ -1410,6 +1414,16 @@ mod tests {
                 "{bad}: {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_access_log_is_on_unless_turned_off() {
+        let site = "[[site]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:1\"\n";
+        assert!(parse(site).expect("valid").server.access_log);
+        let off = parse(&format!("[server]\naccess_log = false\n{site}")).expect("valid");
+        assert!(!off.server.access_log);
+        let errors = parse(&format!("[server]\naccess_log = \"off\"\n{site}")).unwrap_err();
+        assert!(errors[0].message.contains("access_log"), "{errors:?}");
     }
 
     #[test]
