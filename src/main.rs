@@ -171,9 +171,51 @@ fn init_logging(access_log: bool) {
         });
 }
 
+/// Descriptors edge needs beside its client connections: origin connections, blobs,
+/// the index, listeners, the runtime's own.
+const SPARE_FILES: u64 = 1024;
+
+/// Raises the soft open-file limit to the hard one, as nginx's `worker_rlimit_nofile`
+/// and Go's runtime do: each client connection is a descriptor, and many systems start
+/// processes with a soft limit of 1,024 below a much higher hard one. Returns the limit
+/// now in force (`None`: unlimited, or unknown).
+fn raise_open_files() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(maximum),
+            maximum: Some(maximum),
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(%error, current, maximum, "could not raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// Raises the open-file limit and warns when `max_connections` still does not fit in it:
+/// past it, accepting fails (and is retried every 50 ms) instead of queueing.
+fn check_open_files(max_connections: usize) {
+    let limit = raise_open_files();
+    if let Some(limit) = limit
+        && (max_connections as u64).saturating_add(SPARE_FILES) > limit
+    {
+        tracing::warn!(
+            open_files = limit,
+            max_connections,
+            "the open-file limit is below server.max_connections + {SPARE_FILES}: raise it \
+             (systemd LimitNOFILE=, ulimit -n) or lower max_connections"
+        );
+    }
+}
+
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(&path)?);
     init_logging(config.server.access_log);
+    check_open_files(config.server.limits.max_connections);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.server.workers > 0 {
         builder.worker_threads(config.server.workers);
@@ -287,6 +329,17 @@ mod tests {
             tracing::info!(target: "edge::server", "edge listening");
         });
         String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+        use rustix::process::{Resource, getrlimit};
+        let now = raise_open_files();
+        let limit = getrlimit(Resource::Nofile);
+        assert_eq!(now, limit.current);
+        if limit.maximum.is_some() {
+            assert_eq!(limit.current, limit.maximum);
+        }
     }
 
     #[test]
