@@ -77,6 +77,7 @@ fn config(dir: &Path, memory: u64) -> CacheConfig {
         max_object_size: 1 << 30,
         memory_object_max: 64 << 10,
         write_queue: 256 << 20,
+        fill_memory: 1 << 30,
         verify_interval: edge::config::DEFAULT_VERIFY_INTERVAL,
     }
 }

@@ -196,6 +196,7 @@ async fn stats(State(admin): State<Admin>) -> Response {
             "saved_bytes": totals.compression_saved_bytes,
         },
         "fills_in_flight": state.cache.flights().in_flight(),
+        "fill_memory_bytes": state.fills.held(),
         "generation": state.cache.generation(),
         "disk": {
             "open": state.cache.has_disk(),

@@ -118,6 +118,9 @@ pub struct CacheConfig {
     pub disk: u64,
     /// Responses larger than this are streamed through and never stored.
     pub max_object_size: u64,
+    /// Body bytes all fills in progress may hold in memory before further fills stream
+    /// through uncached (a fill alone may always take up to `max_object_size`).
+    pub fill_memory: u64,
     /// Objects larger than this stay on disk only and are streamed from the file.
     pub memory_object_max: u64,
     /// Most body bytes waiting to be written to disk; a store beyond it is skipped.
@@ -507,6 +510,7 @@ struct RawCache {
     max_object_size: Option<String>,
     memory_object_max: Option<String>,
     write_queue: Option<String>,
+    fill_memory: Option<String>,
     verify_interval: Option<String>,
 }
 
@@ -922,6 +926,11 @@ impl Config {
                 "cache.write_queue",
                 raw.cache.write_queue.as_deref(),
                 "256MiB",
+            ),
+            fill_memory: c.size(
+                "cache.fill_memory",
+                raw.cache.fill_memory.as_deref(),
+                "1GiB",
             ),
             verify_interval: match raw.cache.verify_interval.as_deref() {
                 None => DEFAULT_VERIFY_INTERVAL,

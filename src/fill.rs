@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -140,20 +141,30 @@ pub async fn fill(
     ) {
         return Ok(Filled::Pass(response, reason));
     }
-    let max = state.config.cache.max_object_size;
+    let max = state
+        .cache
+        .largest_storable(state.config.cache.max_object_size);
     let declared = content_length(response.headers());
     if declared.is_some_and(|len| len > max) {
         return Ok(Filled::Pass(response, "too-large"));
     }
+    // Held until this fill is over: by then the body is the cache's (and charged there)
+    // or gone.
+    let mut held = state.fills.hold();
+    if let Some(len) = declared
+        && !held.take(len)
+    {
+        return Ok(Filled::Pass(response, "fill-memory"));
+    }
 
     let (head, body) = response.into_parts();
-    let bytes = match collect(body, max, &site).await? {
+    let bytes = match collect(body, max, declared, &mut held, &site).await? {
         Collected::Complete(bytes) => bytes,
-        Collected::TooLarge(prefix, rest) => {
+        Collected::Stopped(prefix, rest, reason) => {
             let stream = futures_util::stream::once(async move { Ok::<_, axum::Error>(prefix) })
                 .chain(rest.into_data_stream());
             let body = Body::from_stream(stream);
-            return Ok(Filled::Pass(Response::from_parts(head, body), "too-large"));
+            return Ok(Filled::Pass(Response::from_parts(head, body), reason));
         }
     };
     if let Some(len) = declared
@@ -438,13 +449,23 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 enum Collected {
     Complete(Bytes),
-    TooLarge(Bytes, Body),
+    /// What was read and the rest of the stream, with why reading stopped
+    /// (`too-large`, `fill-memory`).
+    Stopped(Bytes, Body, &'static str),
 }
 
-/// Reads a whole body, or stops once it passes `max` and hands back what was read with
-/// the rest of the stream. A body that fails or times out is an origin error.
-async fn collect(mut body: Body, max: u64, site: &SiteRuntime) -> Result<Collected, EdgeError> {
-    let mut buf = BytesMut::new();
+/// Reads a whole body, or stops once it passes `max` or `held` cannot take more of
+/// [`FillMemory`], and hands back what was read with the rest of the stream. A body
+/// whose length was `declared` (and taken from `held`) is read into one buffer of that
+/// size. A body that fails or times out is an origin error.
+async fn collect(
+    mut body: Body,
+    max: u64,
+    declared: Option<u64>,
+    held: &mut Held,
+    site: &SiteRuntime,
+) -> Result<Collected, EdgeError> {
+    let mut buf = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             let text = crate::error::chain(&e);
@@ -455,13 +476,83 @@ async fn collect(mut body: Body, max: u64, site: &SiteRuntime) -> Result<Collect
             }
         })?;
         if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() as u64 > max {
-                return Ok(Collected::TooLarge(buf.freeze(), body));
+            if (buf.len() + data.len()) as u64 > max {
+                buf.extend_from_slice(&data);
+                return Ok(Collected::Stopped(buf.freeze(), body, "too-large"));
             }
+            let grows = (buf.len() + data.len()).saturating_sub(buf.capacity());
+            // What the buffer will allocate: at least double (BytesMut's growth).
+            if grows > 0 && !held.take(grows.max(buf.capacity()) as u64) {
+                buf.extend_from_slice(&data);
+                return Ok(Collected::Stopped(buf.freeze(), body, "fill-memory"));
+            }
+            buf.extend_from_slice(&data);
         }
     }
     Ok(Collected::Complete(buf.freeze()))
+}
+
+/// The memory fills in progress may hold for bodies they have not finished reading
+/// (`[cache] fill_memory`). Without it, concurrent misses on large objects each buffer
+/// up to `max_object_size`: six 200 MB misses at once took 1.7 GB of RSS. A fill that
+/// cannot take more streams the response through uncached instead (`Cache-Status`
+/// `detail=fill-memory`); a fill alone may always take what it needs, so any object up
+/// to `max_object_size` can still be stored.
+#[derive(Debug)]
+pub struct FillMemory {
+    limit: u64,
+    held: AtomicU64,
+}
+
+impl FillMemory {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        FillMemory {
+            limit,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// A fill's share, empty until it takes some.
+    pub fn hold(self: &Arc<Self>) -> Held {
+        Held {
+            memory: self.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes held by fills now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// One fill's share of [`FillMemory`], given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    memory: Arc<FillMemory>,
+    bytes: u64,
+}
+
+impl Held {
+    /// Takes `n` more bytes; false (and nothing taken) when that would pass the limit
+    /// while other fills hold some.
+    pub fn take(&mut self, n: u64) -> bool {
+        let before = self.memory.held.fetch_add(n, Ordering::AcqRel);
+        let others = before - self.bytes;
+        if before + n > self.memory.limit && others > 0 {
+            self.memory.held.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.bytes += n;
+        true
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.memory.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Header fields held elsewhere in [`Meta`] or recomputed on every response.
@@ -610,4 +701,31 @@ pub fn variant_key(primary: &CacheKey, names: &[String], request: &HeaderMap) ->
         variant.push('\u{1f}');
     }
     primary.variant(&variant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_alone_may_pass_the_limit_and_others_may_not() {
+        let memory = Arc::new(FillMemory::new(100));
+        let mut first = memory.hold();
+        assert!(first.take(60));
+        assert!(first.take(200), "alone, a fill takes what it needs");
+        let mut second = memory.hold();
+        assert!(
+            !second.take(1),
+            "over the limit while another fill holds some"
+        );
+        assert_eq!(memory.held(), 260);
+        drop(first);
+        assert_eq!(memory.held(), 0, "given back when the fill ends");
+        assert!(second.take(80));
+        let mut third = memory.hold();
+        assert!(third.take(20), "within the limit beside another");
+        assert!(!third.take(1));
+        drop((second, third));
+        assert_eq!(memory.held(), 0);
+    }
 }

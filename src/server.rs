@@ -162,6 +162,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Fill-time compression and decoding.
     pub compressor: crate::compress::Compressor,
+    /// What fills in progress hold in memory, against `[cache] fill_memory`.
+    pub fills: Arc<crate::fill::FillMemory>,
     /// The `Vary` variants stored per URL, to enforce `max_variants`.
     pub variants: Arc<
         std::sync::Mutex<std::collections::HashMap<CacheKey, std::collections::HashSet<CacheKey>>>,
@@ -191,6 +193,7 @@ impl AppState {
         let compressor = crate::compress::Compressor::new(&config.compression);
         AppState {
             compressor,
+            fills: Arc::new(crate::fill::FillMemory::new(config.cache.fill_memory)),
             config,
             cache,
             clock: Clock::new(),

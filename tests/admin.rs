@@ -516,6 +516,10 @@ async fn stats_report_tiers_requests_hit_ratio_and_origin_fetches() {
     assert_eq!(stats["origin"]["fetches"], 2, "{stats}");
     assert_eq!(stats["origin"]["errors"], 0, "{stats}");
     assert_eq!(stats["fills_in_flight"], 0, "{stats}");
+    assert_eq!(
+        stats["fill_memory_bytes"], 0,
+        "nothing held once fills end: {stats}"
+    );
     assert_eq!(stats["disk"]["open"], true, "{stats}");
     assert_eq!(stats["disk"]["corrupt_blobs"], 0, "{stats}");
 }

@@ -1,12 +1,13 @@
 //! Hostile clients over real sockets: oversized heads, long targets, large bodies,
-//! slow-drip and idle connections. Each gets a clear status or a closed connection,
-//! and nothing poisons the cache.
+//! slow-drip and idle connections, concurrent misses on large objects. Each gets a
+//! clear status or a closed connection, and nothing poisons the cache.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Route, TestEdge, TestOrigin, cache_status};
+use bytes::Bytes;
+use common::{Misbehaviour, Route, TestEdge, TestOrigin, cache_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -145,6 +146,118 @@ async fn an_http10_request_without_host_is_served_by_the_catch_all_site_only() {
     let answer = raw(&named, b"GET /a HTTP/1.0\r\nHost: a.test\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn misses_past_fill_memory_stream_through_uncached_and_complete() {
+    let origin = TestOrigin::start().await;
+    let body = |seed: u8| -> Bytes {
+        (0..3usize << 19)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    };
+    let (a, b) = (body(1), body(2));
+    origin.route(
+        "/a",
+        Route::ok(a.clone()).misbehave(Misbehaviour::PauseMidBody(Duration::from_millis(1500))),
+    );
+    origin.route("/b", Route::ok(b.clone()));
+    // Each body is 1.5 MiB: one fill alone may hold it, two may not.
+    let edge = TestEdge::start_with(&origin, "fill_memory = \"1MiB\"").await;
+    let slow = tokio::spawn({
+        let (client, url) = (edge.client.clone(), edge.url("/a"));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (cache_status(&r), r.bytes().await.unwrap())
+        }
+    });
+    // /a's fill has its head (and has taken its declared length) once the origin is
+    // into its pause.
+    while origin.hits_on("/a") == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = edge.get("/b").await;
+    assert_eq!(r.status(), 200);
+    let cs = cache_status(&r);
+    assert!(
+        cs.contains("detail=fill-memory") && !cs.contains("stored"),
+        "{cs}"
+    );
+    assert_eq!(r.bytes().await.unwrap(), b, "streamed through whole");
+
+    let (cs, got) = slow.await.unwrap();
+    assert!(
+        cs.contains("stored"),
+        "the fill alone may exceed the budget: {cs}"
+    );
+    assert_eq!(got, a);
+    assert!(cache_status(&edge.get("/a").await).contains("hit"));
+    // Alone now, /b is stored like any other miss.
+    let r = edge.get("/b").await;
+    assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
+    assert_eq!(r.bytes().await.unwrap(), b);
+    assert!(cache_status(&edge.get("/b").await).contains("hit"));
+    assert_eq!((origin.hits_on("/a"), origin.hits_on("/b")), (1, 2));
+}
+
+#[tokio::test]
+async fn a_chunked_miss_stops_buffering_at_fill_memory() {
+    let origin = TestOrigin::start().await;
+    let body: Bytes = (0..3usize << 19).map(|i| (i % 251) as u8).collect();
+    let slow = Misbehaviour::ChunkedPause(Duration::from_millis(1500));
+    origin.route("/a", Route::ok(body.clone()).misbehave(slow));
+    origin.route(
+        "/b",
+        Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(Duration::ZERO)),
+    );
+    let edge = TestEdge::start_with(&origin, "fill_memory = \"1MiB\"").await;
+    let first = tokio::spawn({
+        let (client, url) = (edge.client.clone(), edge.url("/a"));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (cache_status(&r), r.bytes().await.unwrap())
+        }
+    });
+    while origin.hits_on("/a") == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // /a's fill holds its first 768 KiB: /b may buffer up to the rest of the budget,
+    // then streams what it read and the remainder.
+    let r = edge.get("/b").await;
+    let cs = cache_status(&r);
+    assert!(
+        cs.contains("detail=fill-memory") && !cs.contains("stored"),
+        "{cs}"
+    );
+    assert_eq!(r.bytes().await.unwrap(), body);
+    let (cs, got) = first.await.unwrap();
+    assert!(cs.contains("stored"), "{cs}");
+    assert_eq!(got, body);
+}
+
+#[tokio::test]
+async fn a_miss_no_tier_can_hold_streams_through_unbuffered() {
+    let origin = TestOrigin::start().await;
+    let body: Bytes = (0..3usize << 19).map(|i| (i % 253) as u8).collect();
+    origin.route("/big", Route::ok(body.clone()));
+    origin.route("/small", Route::ok("small"));
+    // No disk tier, and 1.5 MiB is more than the memory tier takes.
+    let edge = TestEdge::start_with(&origin, "disk = \"0B\"\nmemory_object_max = \"1MiB\"").await;
+    for _ in 0..2 {
+        let r = edge.get("/big").await;
+        let cs = cache_status(&r);
+        assert!(
+            cs.contains("detail=too-large") && !cs.contains("stored"),
+            "{cs}"
+        );
+        assert_eq!(r.bytes().await.unwrap(), body);
+    }
+    assert_eq!(origin.hits_on("/big"), 2, "never stored, so never a hit");
+    edge.get("/small").await;
+    assert!(cache_status(&edge.get("/small").await).contains("hit"));
 }
 
 /// Reads until the peer closes (or `limit` passes): what the client was sent.

@@ -312,6 +312,11 @@ impl DiskTier {
         self.shared.skipped.load(Ordering::Relaxed)
     }
 
+    /// Its budget for blob bytes: a larger body is never written.
+    pub fn budget(&self) -> u64 {
+        self.shared.budget
+    }
+
     /// Whether the tier is still in service (false after a fatal index error).
     pub fn is_healthy(&self) -> bool {
         !self.shared.failed.load(Ordering::Relaxed)

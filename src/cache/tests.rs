@@ -265,6 +265,7 @@ fn config(dir: &Path) -> CacheConfig {
         max_object_size: 64 << 20,
         memory_object_max: 64 << 10,
         write_queue: 64 << 20,
+        fill_memory: 64 << 20,
         verify_interval: crate::config::DEFAULT_VERIFY_INTERVAL,
     }
 }

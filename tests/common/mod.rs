@@ -27,6 +27,10 @@ pub enum Misbehaviour {
     WrongLength,
     /// Sends the body a few bytes at a time with this pause between them.
     Drip(Duration),
+    /// Sends half the body, waits this long, then sends the rest.
+    PauseMidBody(Duration),
+    /// Sends the whole body chunked (no `Content-Length`) in two chunks, this long apart.
+    ChunkedPause(Duration),
     /// Sends something that is not an HTTP response.
     Garbage,
 }
@@ -269,6 +273,25 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
         }
         let head_only = method == "HEAD" || route.status == 304 || route.status == 204;
         match route.misbehaviour {
+            Misbehaviour::ChunkedPause(pause) if !head_only => {
+                head.push_str("transfer-encoding: chunked\r\n\r\n");
+                stream.write_all(head.as_bytes()).await?;
+                let (first, rest) = route.body.split_at(route.body.len() / 2);
+                for (i, chunk) in [first, rest].into_iter().enumerate() {
+                    if i == 1 {
+                        tokio::time::sleep(pause).await;
+                    }
+                    stream
+                        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .await?;
+                    stream.write_all(chunk).await?;
+                    stream.write_all(b"\r\n").await?;
+                    stream.flush().await?;
+                }
+                stream.write_all(b"0\r\n\r\n").await?;
+                stream.flush().await?;
+                return Ok(());
+            }
             Misbehaviour::TruncatedChunked => {
                 head.push_str("transfer-encoding: chunked\r\n\r\n");
                 stream.write_all(head.as_bytes()).await?;
@@ -319,6 +342,12 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
                     stream.flush().await?;
                     tokio::time::sleep(pause).await;
                 }
+            } else if let Misbehaviour::PauseMidBody(pause) = route.misbehaviour {
+                let (first, rest) = route.body.split_at(route.body.len() / 2);
+                stream.write_all(first).await?;
+                stream.flush().await?;
+                tokio::time::sleep(pause).await;
+                stream.write_all(rest).await?;
             } else {
                 stream.write_all(&route.body).await?;
             }
