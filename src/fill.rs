@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -148,8 +148,8 @@ pub async fn fill(
     if declared.is_some_and(|len| len > max) {
         return Ok(Filled::Pass(response, "too-large"));
     }
-    // Held until this fill is over: by then the body is the cache's (and charged there)
-    // or gone.
+    // Held while this fill reads, and by a response that passes what it read on; a
+    // stored body is the cache's (charged to the memory tier or the disk write queue).
     let mut held = state.fills.hold();
     if let Some(len) = declared
         && !held.take(len)
@@ -160,10 +160,11 @@ pub async fn fill(
     let (head, body) = response.into_parts();
     let bytes = match collect(body, max, declared, &mut held, &site).await? {
         Collected::Complete(bytes) => bytes,
-        Collected::Stopped(prefix, rest, reason) => {
-            let stream = futures_util::stream::once(async move { Ok::<_, axum::Error>(prefix) })
+        Collected::Stopped(read, rest, reason) => {
+            let stream = futures_util::stream::iter(read.into_iter().filter(|b| !b.is_empty()))
+                .map(Ok::<_, axum::Error>)
                 .chain(rest.into_data_stream());
-            let body = Body::from_stream(stream);
+            let body = holding(Body::from_stream(stream), held);
             return Ok(Filled::Pass(Response::from_parts(head, body), reason));
         }
     };
@@ -201,13 +202,25 @@ pub async fn fill(
                 }
                 Err(error) => {
                     tracing::warn!(key = %req.primary, %error, "cannot decode the origin's body; passing it through uncached");
-                    return Ok(pass_whole(status, origin_headers, bytes, "undecodable"));
+                    return Ok(pass_whole(
+                        status,
+                        origin_headers,
+                        bytes,
+                        held,
+                        "undecodable",
+                    ));
                 }
             }
         }
         Some(Err(())) => {
             tracing::warn!(key = %req.primary, "unreadable Content-Encoding; passing the body through uncached");
-            return Ok(pass_whole(status, origin_headers, bytes, "undecodable"));
+            return Ok(pass_whole(
+                status,
+                origin_headers,
+                bytes,
+                held,
+                "undecodable",
+            ));
         }
     };
     let mut meta = build_meta(
@@ -229,7 +242,13 @@ pub async fn fill(
         && meta.header("etag").is_none()
         && meta.last_modified.is_none()
     {
-        return Ok(pass_whole(status, origin_headers, bytes, "no-freshness"));
+        return Ok(pass_whole(
+            status,
+            origin_headers,
+            bytes,
+            held,
+            "no-freshness",
+        ));
     }
 
     let names = vary_names(
@@ -243,7 +262,13 @@ pub async fn fill(
     } else {
         let key = variant_key(&req.primary, &names, &req.client_headers);
         if !admit_variant(&state, &site, &req.primary, &key) {
-            return Ok(pass_whole(status, origin_headers, bytes, "vary-limit"));
+            return Ok(pass_whole(
+                status,
+                origin_headers,
+                bytes,
+                held,
+                "vary-limit",
+            ));
         }
         state.cache.set_vary(&req.primary, names.clone());
         key
@@ -392,8 +417,14 @@ fn revalidated(
 
 /// A response whose whole body was read but may not be stored, passed on as the
 /// origin sent it.
-fn pass_whole(status: u16, headers: HeaderMap, body: Bytes, reason: &'static str) -> Filled {
-    let mut response = Response::new(Body::from(body));
+fn pass_whole(
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+    held: Held,
+    reason: &'static str,
+) -> Filled {
+    let mut response = Response::new(holding(Body::from(body), held));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     *response.headers_mut() = headers;
     Filled::Pass(response, reason)
@@ -449,15 +480,17 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 enum Collected {
     Complete(Bytes),
-    /// What was read and the rest of the stream, with why reading stopped
-    /// (`too-large`, `fill-memory`).
-    Stopped(Bytes, Body, &'static str),
+    /// What was read (the buffer, then the frame that did not fit) and the rest of the
+    /// stream, with why reading stopped (`too-large`, `fill-memory`).
+    Stopped([Bytes; 2], Body, &'static str),
 }
 
-/// Reads a whole body, or stops once it passes `max` or `held` cannot take more of
-/// [`FillMemory`], and hands back what was read with the rest of the stream. A body
-/// whose length was `declared` (and taken from `held`) is read into one buffer of that
-/// size. A body that fails or times out is an origin error.
+/// Reads a whole body, or stops once it passes `max` or its buffer cannot grow (`held`
+/// cannot take more of [`FillMemory`], or the allocation fails), and hands back what
+/// was read with the rest of the stream. A body whose length was `declared` (and taken
+/// from `held`) is read into one buffer of that size; otherwise the buffer doubles as
+/// it fills, and `held` is charged what it allocates. A body that fails or times out
+/// is an origin error.
 async fn collect(
     mut body: Body,
     max: u64,
@@ -465,7 +498,12 @@ async fn collect(
     held: &mut Held,
     site: &SiteRuntime,
 ) -> Result<Collected, EdgeError> {
-    let mut buf = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
+    let mut buf: Vec<u8> = Vec::new();
+    if let Some(len) = declared
+        && buf.try_reserve_exact(len as usize).is_err()
+    {
+        return Ok(Collected::Stopped(Default::default(), body, "fill-memory"));
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             let text = crate::error::chain(&e);
@@ -475,21 +513,56 @@ async fn collect(
                 site.origin_error(OriginFailure::Protocol(text))
             }
         })?;
-        if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > max {
-                buf.extend_from_slice(&data);
-                return Ok(Collected::Stopped(buf.freeze(), body, "too-large"));
-            }
-            let grows = (buf.len() + data.len()).saturating_sub(buf.capacity());
-            // What the buffer will allocate: at least double (BytesMut's growth).
-            if grows > 0 && !held.take(grows.max(buf.capacity()) as u64) {
-                buf.extend_from_slice(&data);
-                return Ok(Collected::Stopped(buf.freeze(), body, "fill-memory"));
-            }
-            buf.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let needed = buf.len() + data.len();
+        if needed as u64 > max {
+            return Ok(Collected::Stopped([buf.into(), data], body, "too-large"));
         }
+        if needed > buf.capacity() {
+            let grown = needed.max(buf.capacity() * 2);
+            if !held.take((grown - buf.capacity()) as u64)
+                || buf.try_reserve_exact(grown - buf.len()).is_err()
+            {
+                return Ok(Collected::Stopped([buf.into(), data], body, "fill-memory"));
+            }
+        }
+        buf.extend_from_slice(&data);
     }
-    Ok(Collected::Complete(buf.freeze()))
+    Ok(Collected::Complete(buf.into()))
+}
+
+/// `body`, keeping `held` until it is dropped: the bytes it passes on stay counted
+/// while a slow client reads them.
+fn holding(body: Body, held: Held) -> Body {
+    Body::new(Holding { body, _held: held })
+}
+
+/// A body and the share of [`FillMemory`] its bytes count against.
+struct Holding {
+    body: Body,
+    _held: Held,
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The memory fills in progress may hold for bodies they have not finished reading
@@ -538,14 +611,22 @@ impl Held {
     /// Takes `n` more bytes; false (and nothing taken) when that would pass the limit
     /// while other fills hold some.
     pub fn take(&mut self, n: u64) -> bool {
-        let before = self.memory.held.fetch_add(n, Ordering::AcqRel);
-        let others = before - self.bytes;
-        if before + n > self.memory.limit && others > 0 {
-            self.memory.held.fetch_sub(n, Ordering::AcqRel);
-            return false;
+        let all = &self.memory.held;
+        let mut now = all.load(Ordering::Acquire);
+        loop {
+            // Our own bytes are in `now` until we are dropped: no underflow.
+            let others = now - self.bytes;
+            if others > 0 && now.saturating_add(n) > self.memory.limit {
+                return false;
+            }
+            match all.compare_exchange_weak(now, now + n, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.bytes += n;
+                    return true;
+                }
+                Err(actual) => now = actual,
+            }
         }
-        self.bytes += n;
-        true
     }
 }
 

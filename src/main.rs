@@ -94,7 +94,9 @@ fn main() -> ExitCode {
                 all,
                 soft,
             };
-            return purge(&request, &admin, &token_env);
+            let code = purge(&request, &admin, &token_env);
+            flush_log();
+            return code;
         }
     };
     flush_log();
@@ -153,7 +155,8 @@ fn flush_log() {
 }
 
 /// Installs the log subscriber on stdout, in colour only on a terminal (a file or the
-/// journal gets plain text), and a thread that flushes it every [`LOG_FLUSH`].
+/// journal gets plain text), a thread that flushes it every [`LOG_FLUSH`], and a panic
+/// hook that flushes it first.
 fn init_logging(access_log: bool) {
     let env = std::env::var(EnvFilter::DEFAULT_ENV).ok();
     tracing_subscriber::fmt()
@@ -161,6 +164,14 @@ fn init_logging(access_log: bool) {
         .with_ansi(std::io::stdout().is_terminal())
         .with_writer(|| LogLine)
         .init();
+    // A panic that ends the process must not take the last lines with it.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut log) = LOG.try_lock() {
+            let _ = log.flush();
+        }
+        report(info);
+    }));
     let _ = std::thread::Builder::new()
         .name("edge-log".into())
         .spawn(|| {

@@ -160,16 +160,22 @@ pub type Host = ArrayString<MAX_HOST>;
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or `Host`;
 /// lower-cased, without port or trailing dot. Empty for an HTTP/1.0 request that names
-/// no host (RFC 9112 §3.2 requires `Host` of HTTP/1.1 only; load balancers' health
-/// checks still send such requests): only a `*` site serves it, as nginx's default
-/// server would. `None` (answered 400) when an HTTP/1.1 request has no `Host` line,
+/// no host (no `Host` line or an empty one: RFC 9112 §3.2 requires a host of HTTP/1.1
+/// only, and load balancers' health checks still send such requests): only a `*` site
+/// serves it, as nginx's default server would. `None` (answered 400) when an HTTP/1.1 request has no `Host` line,
 /// more than one, or one whose value
 /// is not `uri-host [ ":" port ]` (RFC 9112 §3.2: a MUST, whatever the target's form);
 /// when an HTTP/2 request's `Host` names another authority than `:authority`
 /// (RFC 9113 §8.3.1); or when it is longer than any host name can be.
 pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
     let mut lines = request.headers().get_all(header::HOST).iter();
-    let field = lines.next();
+    let old = matches!(
+        request.version(),
+        http::Version::HTTP_10 | http::Version::HTTP_09
+    );
+    // An empty Host says the target has no authority (RFC 9112 §3.2): from HTTP/1.0,
+    // the same as none.
+    let field = lines.next().filter(|f| !(old && f.is_empty()));
     if lines.next().is_some()
         || field.is_some_and(|f| !crate::http::path::is_host_field(f.as_bytes()))
     {
@@ -178,7 +184,7 @@ pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
     let uri = request.uri();
     match (request.version(), field, uri.authority()) {
         (http::Version::HTTP_11, None, _) => return None,
-        (http::Version::HTTP_10 | http::Version::HTTP_09, None, None) => return Some(Host::new()),
+        (_, None, None) if old => return Some(Host::new()),
         (http::Version::HTTP_2, Some(f), Some(authority))
             if !f
                 .as_bytes()
@@ -236,6 +242,13 @@ async fn serve(
     let site = sites
         .by_host(host)
         .ok_or_else(|| EdgeError::UnknownHost(host.to_owned()))?;
+    if host.is_empty()
+        && site.config.https_redirect
+        && crate::tls::Scheme::of(request.extensions()) == crate::tls::Scheme::Http
+    {
+        // No host to name in the redirect's Location.
+        return Err(EdgeError::BadRequest("missing Host"));
+    }
     if let Some(redirect) = crate::tls::https_redirect(state, site, host, &request) {
         return Ok(redirect.map(ResponseBody::from));
     }
@@ -966,6 +979,23 @@ mod tests {
             None,
             "a Host it sends must be valid"
         );
+        let empty = Request::builder()
+            .version(http::Version::HTTP_10)
+            .uri("/x")
+            .header(header::HOST, "")
+            .body(())
+            .expect("a request");
+        assert_eq!(
+            request_host(&empty).as_deref(),
+            Some(""),
+            "an empty Host names none"
+        );
+        let empty11 = Request::builder()
+            .uri("/x")
+            .header(header::HOST, "")
+            .body(())
+            .expect("a request");
+        assert_eq!(request_host(&empty11), None, "HTTP/1.1 must name its host");
     }
 
     #[test]

@@ -244,6 +244,11 @@ impl Fixture {
 
     /// With `server_extra` lines added to `[server]`.
     async fn start_with(server_extra: &str) -> Fixture {
+        Fixture::start_sites(server_extra, "").await
+    }
+
+    /// With `server_extra` lines added to `[server]` and `a_extra` to site a's hosts.
+    async fn start_sites(server_extra: &str, a_extra: &str) -> Fixture {
         let pki = Pki::new();
         let a = pki.issue(&["a.test"]);
         let b = pki.issue(&["b.test", "*.b.test"]);
@@ -255,7 +260,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         a.write(dir.path(), "a");
         b.write(dir.path(), "b");
-        let toml = two_sites(&origin, "127.0.0.1:0", "127.0.0.1:0", "").replacen(
+        let toml = two_sites(&origin, "127.0.0.1:0", "127.0.0.1:0", a_extra).replacen(
             "[server]\n",
             &format!("[server]\n{server_extra}\n"),
             1,
@@ -551,6 +556,29 @@ async fn https_redirect_sends_plain_http_to_the_same_url_over_https() {
     assert_eq!(
         plain_get(f.plain(), "b.test", "/asset.css").await.status,
         200
+    );
+}
+
+#[tokio::test]
+async fn an_http10_request_without_host_to_a_redirecting_catch_all_gets_400() {
+    // Site a (https_redirect) is also the `*` site: there is no host to redirect to.
+    let f = Fixture::start_sites("", ", \"*\"").await;
+    let mut stream = TcpStream::connect(f.plain()).await.unwrap();
+    stream
+        .write_all(b"GET /asset.css HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(!answer.contains("location"), "{answer}");
+    assert_eq!(f.origin.hits(), 0);
+    let named = plain_get(f.plain(), "other.test", "/asset.css").await;
+    assert_eq!(
+        named.status,
+        StatusCode::PERMANENT_REDIRECT,
+        "a named host still is"
     );
 }
 

@@ -338,15 +338,17 @@ impl Cache {
         self.inner.generation.load(Ordering::Acquire)
     }
 
-    /// The largest body a fill can store now, given `max_object_size`: what the disk
-    /// tier takes when it is in service, else what the memory tier takes. A fill of a
-    /// larger body streams it through instead of buffering it for nothing.
+    /// The largest body a fill can store now, given `max_object_size`: the larger of
+    /// what the memory tier takes and, when it is in service, what the disk tier takes.
+    /// A fill of a larger body streams it through instead of buffering it for nothing.
     pub fn largest_storable(&self, max_object_size: u64) -> u64 {
-        let tier = match self.inner.disk.as_ref().filter(|d| d.is_healthy()) {
-            Some(disk) => disk.budget(),
-            None => self.inner.memory.max_entry(),
-        };
-        tier.min(max_object_size)
+        let disk = self
+            .inner
+            .disk
+            .as_ref()
+            .filter(|d| d.is_healthy())
+            .map_or(0, DiskTier::budget);
+        disk.max(self.inner.memory.max_entry()).min(max_object_size)
     }
 
     /// Whether the disk tier is open and in service.
