@@ -565,12 +565,13 @@ impl http_body::Body for Holding {
     }
 }
 
-/// The memory fills in progress may hold for bodies they have not finished reading
-/// (`[cache] fill_memory`). Without it, concurrent misses on large objects each buffer
-/// up to `max_object_size`: six 200 MB misses at once took 1.7 GB of RSS. A fill that
+/// The memory fills in progress may hold in body buffers (`[cache] fill_memory`),
+/// counted while they read and, for a response passed on uncached, until its body is
+/// dropped. Without it, concurrent misses on large objects each buffered up to
+/// `max_object_size`: six 200 MB misses at once peaked at 1.76 GB of RSS. A fill that
 /// cannot take more streams the response through uncached instead (`Cache-Status`
 /// `detail=fill-memory`); a fill alone may always take what it needs, so any object up
-/// to `max_object_size` can still be stored.
+/// to `max_object_size` is stored when its miss is the only one reading.
 #[derive(Debug)]
 pub struct FillMemory {
     limit: u64,
