@@ -141,6 +141,9 @@ pub async fn fill(
     ) {
         return Ok(Filled::Pass(response, reason));
     }
+    if nothing_to_reuse(status, response.headers(), request_time, response_time) {
+        return Ok(Filled::Pass(response, "no-freshness"));
+    }
     let max = state
         .cache
         .largest_storable(state.config.cache.max_object_size);
@@ -234,21 +237,6 @@ pub async fn fill(
     );
     if let Some(coding) = opaque {
         meta.set_opaque_coding(coding.into_bytes());
-    }
-    // Nothing says this response may be reused and nothing could validate it: storing
-    // it would only waste space (issue #2: no default TTL).
-    if meta.freshness.lifetime == 0
-        && !meta.freshness.no_cache
-        && meta.header("etag").is_none()
-        && meta.last_modified.is_none()
-    {
-        return Ok(pass_whole(
-            status,
-            origin_headers,
-            bytes,
-            held,
-            "no-freshness",
-        ));
     }
 
     let names = vary_names(
@@ -413,6 +401,27 @@ fn revalidated(
     }
     meta.invalidated = false;
     Some(state.cache.update_meta(stale, meta))
+}
+
+/// Whether nothing says this response may be reused and nothing could validate it: no
+/// freshness (explicit or heuristic), no `no-cache` to store it for revalidation, no
+/// `ETag` or valid `Last-Modified`. Storing it would only waste space (issue #2: no
+/// default TTL), so it streams through without its body being read first: an API or
+/// page without cache headers gets its first byte when the origin sends it.
+fn nothing_to_reuse(
+    status: u16,
+    headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> bool {
+    let freshness = freshness::analyze(status, headers, request_time, response_time);
+    freshness.lifetime == 0
+        && !freshness.no_cache
+        && !headers.contains_key(header::ETAG)
+        && headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| crate::http::date::parse(v.as_bytes()))
+            .is_none()
 }
 
 /// A response whose whole body was read but may not be stored, passed on as the

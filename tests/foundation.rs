@@ -98,6 +98,50 @@ async fn response_without_freshness_gets_no_default_ttl() {
 }
 
 #[tokio::test]
+async fn a_response_nothing_can_reuse_streams_through_before_its_body_ends() {
+    let origin = TestOrigin::start().await;
+    let body = "dynamic ".repeat(4096);
+    let pause = Duration::from_millis(1500);
+    origin.route(
+        "/api",
+        Route::ok(body.clone())
+            .without("cache-control")
+            .misbehave(Misbehaviour::PauseMidBody(pause)),
+    );
+    // With a validator it may be stored (revalidated before reuse): read whole.
+    origin.route(
+        "/tagged",
+        Route::ok(body.clone())
+            .without("cache-control")
+            .header("etag", "\"v1\"")
+            .misbehave(Misbehaviour::PauseMidBody(pause)),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let started = std::time::Instant::now();
+    let r = edge.get("/api").await;
+    let head_after = started.elapsed();
+    assert!(
+        head_after < pause,
+        "the head came after {head_after:?}: the body was read first"
+    );
+    assert!(
+        cache_status(&r).contains("detail=no-freshness"),
+        "{}",
+        cache_status(&r)
+    );
+    assert_eq!(r.text().await.unwrap(), body);
+
+    let started = std::time::Instant::now();
+    let r = edge.get("/tagged").await;
+    assert!(
+        started.elapsed() >= pause,
+        "a storable response is read whole first"
+    );
+    assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
+    assert_eq!(r.text().await.unwrap(), body);
+}
+
+#[tokio::test]
 async fn unknown_host_gets_421_and_never_reaches_origin() {
     let origin = TestOrigin::start().await;
     origin.route("/", Route::ok("home"));
