@@ -29,8 +29,10 @@ use crate::server::{AppState, SiteRuntime};
 
 /// What a fill produced.
 pub enum Filled {
-    /// A new response was stored; the origin's status.
-    Stored(Arc<Entry>, u16),
+    /// A new response, read whole: the entry, the origin's status, and whether a tier
+    /// kept it (false: too large for memory and the disk tier off, failed or its write
+    /// queue full; it is answered from the entry all the same).
+    Stored(Arc<Entry>, u16, bool),
     /// The stale entry was revalidated by a 304 and updated (RFC 9111 §4.3.4).
     Revalidated(Arc<Entry>),
     /// The response may not be stored: stream it through, with the reason.
@@ -268,13 +270,13 @@ pub async fn fill(
         && state
             .compressor
             .is_compressible(content_type, bytes.len() as u64);
-    let entry = state.cache.insert(key, meta, vec![bytes.clone()]);
-    if compressible {
+    let (entry, kept) = state.cache.insert_kept(key, meta, vec![bytes.clone()]);
+    if compressible && kept {
         // Strong compression never holds up a response: variants are made in the
         // background on the bounded pool and serve later requests once ready.
         tokio::spawn(add_variants(state.clone(), entry.clone(), bytes));
     }
-    Ok(Filled::Stored(entry, status))
+    Ok(Filled::Stored(entry, status, kept))
 }
 
 /// Makes the br, zstd and gzip variants of a stored identity body and adds them to the

@@ -549,11 +549,12 @@ impl Get<'_> {
         let now = self.state.clock.now();
         let usable_stale = stale.filter(|e| self.within_stale_if_error(e, now));
         match filled {
-            Ok(Filled::Stored(entry, fwd_status)) => {
+            Ok(Filled::Stored(entry, fwd_status, kept)) => {
                 let status = CacheStatus {
                     fwd_status: Some(fwd_status),
-                    stored: true,
+                    stored: kept,
                     collapsed,
+                    detail: (!kept).then_some("not-stored"),
                     ..CacheStatus::forward(reason)
                 };
                 if entry.key != *key {
@@ -715,7 +716,7 @@ async fn fill_and_publish(
 ) -> Result<Filled, EdgeError> {
     let filled = fill(state, site, request).await;
     let outcome = match &filled {
-        Ok(Filled::Stored(entry, _)) | Ok(Filled::Revalidated(entry)) => {
+        Ok(Filled::Stored(entry, ..)) | Ok(Filled::Revalidated(entry)) => {
             Outcome::Stored(entry.clone())
         }
         Ok(Filled::Pass(..)) => Outcome::Pass,

@@ -177,13 +177,14 @@ impl DiskTier {
         }
     }
 
-    /// Queues `entry` (bodies in memory) to be written. When the queue is full or the
-    /// entry exceeds the budget, nothing is written and any older version is removed, so
-    /// that the disk never serves a version older than the one just stored.
-    pub fn store(&self, entry: Arc<Entry>) {
+    /// Queues `entry` (bodies in memory) to be written; false when it is not. When the
+    /// queue is full or the entry exceeds the budget, nothing is written and any older
+    /// version is removed, so that the disk never serves a version older than the one
+    /// just stored.
+    pub fn store(&self, entry: Arc<Entry>) -> bool {
         let shared = &self.shared;
         if shared.failed.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         let size = entry.memory_bytes();
         let queued = shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
@@ -197,7 +198,7 @@ impl DiskTier {
             };
             shared.warn_rarely(&entry.key, why);
             self.remove(&entry.key);
-            return;
+            return false;
         }
         let seq = shared.next_seq();
         let key = entry.key.clone();
@@ -209,6 +210,7 @@ impl DiskTier {
             entry,
             bytes: size,
         });
+        true
     }
 
     /// Queues new metadata for an entry whose bodies are on disk; applied only if the

@@ -470,7 +470,19 @@ impl Cache {
     /// Stores a complete response; returns the shared entry. It is in memory at once
     /// when it fits `memory_object_max`, and queued for the disk tier, which writes it
     /// off the request path (or skips it, logged, when its queue is full or it fails).
-    pub fn insert(&self, key: CacheKey, mut meta: Meta, bodies: Vec<Bytes>) -> Arc<Entry> {
+    pub fn insert(&self, key: CacheKey, meta: Meta, bodies: Vec<Bytes>) -> Arc<Entry> {
+        self.insert_kept(key, meta, bodies).0
+    }
+
+    /// [`Self::insert`], and whether either tier kept the entry: false when it is too
+    /// large for memory and the disk tier is off, failed, or skipped it (its write
+    /// queue full).
+    pub fn insert_kept(
+        &self,
+        key: CacheKey,
+        mut meta: Meta,
+        bodies: Vec<Bytes>,
+    ) -> (Arc<Entry>, bool) {
         debug_assert_eq!(meta.reps.len(), bodies.len(), "one body per representation");
         meta.generation = self.generation();
         let entry = Arc::new(Entry::new(
@@ -479,12 +491,12 @@ impl Cache {
             bodies.into_iter().map(Body::Memory).collect(),
         ));
         self.bump(&entry.key);
-        self.inner.memory.insert(entry.clone());
+        let mut kept = self.inner.memory.insert(entry.clone());
         self.index_tags(&entry);
         if let Some(disk) = &self.inner.disk {
-            disk.store(entry.clone());
+            kept |= disk.store(entry.clone());
         }
-        entry
+        (entry, kept)
     }
 
     /// Replaces the metadata of a stored entry and keeps its bodies (a 304 revalidation,
@@ -498,7 +510,7 @@ impl Cache {
         self.index_tags(&updated);
         if let Some(disk) = &self.inner.disk {
             if updated.in_memory() {
-                disk.store(updated.clone());
+                let _ = disk.store(updated.clone());
             } else {
                 disk.update_meta(updated.clone());
             }

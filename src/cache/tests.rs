@@ -564,3 +564,51 @@ async fn the_disk_budget_holds_and_recent_entries_stay() {
         Lookup::Fresh(_)
     ));
 }
+
+#[tokio::test]
+async fn insert_says_whether_a_tier_kept_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = vec![b's'; 1024];
+    let large = vec![b'l'; 128 << 10];
+    let insert = |cache: &Cache, path: &str, body: &[u8]| {
+        cache
+            .insert_kept(
+                key(path),
+                meta_for(&[body]),
+                vec![Bytes::copy_from_slice(body)],
+            )
+            .1
+    };
+    // Memory takes up to 64 KiB, the disk tier 64 MiB.
+    let both = Cache::open(&config(dir.path()));
+    assert!(insert(&both, "/small", &small));
+    assert!(insert(&both, "/large", &large), "queued for the disk tier");
+    assert_eq!(both.largest_storable(u64::MAX), 64 << 20);
+    both.flush().await;
+    drop(both);
+
+    // A disk budget below the body: neither tier keeps it.
+    let tight = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&CacheConfig {
+        disk: 100 << 10,
+        ..config(tight.path())
+    });
+    assert!(!insert(&cache, "/large", &large));
+    assert!(insert(&cache, "/small", &small));
+    assert_eq!(cache.largest_storable(u64::MAX), 100 << 10);
+
+    // No disk tier: only what memory takes.
+    let none = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&CacheConfig {
+        disk: 0,
+        ..config(none.path())
+    });
+    assert!(!insert(&cache, "/large", &large));
+    assert!(insert(&cache, "/small", &small));
+    assert_eq!(cache.largest_storable(u64::MAX), 64 << 10);
+    assert_eq!(
+        cache.largest_storable(1000),
+        1000,
+        "max_object_size caps it"
+    );
+}
