@@ -119,6 +119,47 @@ impl Turns {
     }
 }
 
+/// A body and a guard that must live exactly as long as it (a request counted as
+/// open, a fill's share of memory): hyper drops both once the body has been sent.
+pub struct Guarded<B, G> {
+    body: B,
+    _guard: G,
+}
+
+impl<B, G> Guarded<B, G> {
+    /// `body`, keeping `guard` until it is dropped.
+    pub fn new(body: B, guard: G) -> Self {
+        Guarded {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B, G> http_body::Body for Guarded<B, G>
+where
+    B: http_body::Body + Unpin,
+    G: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

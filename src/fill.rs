@@ -190,39 +190,40 @@ pub async fn fill(
     let mut headers = head.headers;
     let mut decoded = false;
     let mut opaque: Option<String> = None;
-    let bytes = match content_coding(&headers) {
-        None => bytes,
-        Some(Ok(coding)) if coding.trim().eq_ignore_ascii_case("identity") => bytes,
+    // Ok: the body to store; Err: the origin's bytes, which cannot be decoded.
+    let decoding = match content_coding(&headers) {
+        None => Ok(bytes),
+        Some(Ok(coding)) if coding.trim().eq_ignore_ascii_case("identity") => Ok(bytes),
         Some(Ok(coding)) => {
             let limit = state.config.cache.max_object_size;
             match state.compressor.decode(&coding, bytes.clone(), limit).await {
                 Ok(identity) => {
                     headers.remove(header::CONTENT_ENCODING);
                     decoded = true;
-                    identity
+                    Ok(identity)
                 }
                 Err(DecodeError::Unsupported(_)) if !varies_on_accept_encoding(&headers) => {
                     opaque = Some(coding);
-                    bytes
+                    Ok(bytes)
                 }
                 Err(error) => {
                     tracing::warn!(key = %req.primary, %error, "cannot decode the origin's body; passing it through uncached");
-                    return Ok(pass_whole(
-                        status,
-                        origin_headers,
-                        bytes,
-                        held,
-                        "undecodable",
-                    ));
+                    Err(bytes)
                 }
             }
         }
         Some(Err(())) => {
             tracing::warn!(key = %req.primary, "unreadable Content-Encoding; passing the body through uncached");
+            Err(bytes)
+        }
+    };
+    let bytes = match decoding {
+        Ok(bytes) => bytes,
+        Err(sent) => {
             return Ok(pass_whole(
                 status,
                 origin_headers,
-                bytes,
+                sent,
                 held,
                 "undecodable",
             ));
@@ -547,33 +548,7 @@ async fn collect(
 /// `body`, keeping `held` until it is dropped: the bytes it passes on stay counted
 /// while a slow client reads them.
 fn holding(body: Body, held: Held) -> Body {
-    Body::new(Holding { body, _held: held })
-}
-
-/// A body and the share of [`FillMemory`] its bytes count against.
-struct Holding {
-    body: Body,
-    _held: Held,
-}
-
-impl http_body::Body for Holding {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
+    Body::new(crate::body::Guarded::new(body, held))
 }
 
 /// The memory fills in progress may hold in body buffers (`[cache] fill_memory`),

@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -32,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::body::ResponseBody;
+use crate::body::{Guarded, ResponseBody};
 use crate::config::Limits;
 use crate::tls::Scheme;
 
@@ -231,9 +229,7 @@ impl<H: Handler> Connection<H> {
             async move {
                 let response = response.await;
                 drop(preparing);
-                Ok::<_, std::convert::Infallible>(
-                    response.map(|body| Tracked { body, _open: open }),
-                )
+                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked::new(body, open)))
             }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -294,32 +290,9 @@ impl Drop for Open {
     }
 }
 
-/// A response body that keeps its request counted as open until it ends.
-struct Tracked {
-    body: ResponseBody,
-    /// Held, not read: hyper drops the body once it has been sent.
-    _open: Open,
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
+/// A response body that keeps its request counted as open until hyper drops it, once
+/// it has been sent.
+type Tracked = Guarded<ResponseBody, Open>;
 
 /// What an HTTP/1.1 client is sent when it does not finish a request head in time.
 fn request_timeout() -> Vec<u8> {

@@ -946,56 +946,42 @@ mod tests {
         }
     }
 
+    /// A request of `version` for `uri`, with a `Host` line when `host` is given.
+    fn request(version: http::Version, uri: &str, host: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder().version(version).uri(uri);
+        if let Some(host) = host {
+            builder = builder.header(header::HOST, host);
+        }
+        builder.body(()).expect("a request")
+    }
+
     #[test]
     fn an_http11_request_without_host_is_refused_even_in_absolute_form() {
-        let request = Request::builder()
-            .uri("http://a.test/x")
-            .body(())
-            .expect("a request");
-        assert_eq!(request_host(&request), None);
-        let old = Request::builder()
-            .version(http::Version::HTTP_10)
-            .uri("http://a.test/x")
-            .body(())
-            .expect("a request");
+        let modern = request(http::Version::HTTP_11, "http://a.test/x", None);
+        assert_eq!(request_host(&modern), None);
+        let old = request(http::Version::HTTP_10, "http://a.test/x", None);
         assert_eq!(request_host(&old).as_deref(), Some("a.test"));
     }
 
     #[test]
     fn an_http10_request_without_host_has_the_empty_host() {
-        let old = Request::builder()
-            .version(http::Version::HTTP_10)
-            .uri("/x")
-            .body(())
-            .expect("a request");
+        const HTTP_10: http::Version = http::Version::HTTP_10;
+        const HTTP_11: http::Version = http::Version::HTTP_11;
+        let old = request(HTTP_10, "/x", None);
         assert_eq!(request_host(&old).as_deref(), Some(""));
-        let invalid = Request::builder()
-            .version(http::Version::HTTP_10)
-            .uri("/x")
-            .header(header::HOST, "a b")
-            .body(())
-            .expect("a request");
+        let invalid = request(HTTP_10, "/x", Some("a b"));
         assert_eq!(
             request_host(&invalid),
             None,
             "a Host it sends must be valid"
         );
-        let empty = Request::builder()
-            .version(http::Version::HTTP_10)
-            .uri("/x")
-            .header(header::HOST, "")
-            .body(())
-            .expect("a request");
+        let empty = request(HTTP_10, "/x", Some(""));
         assert_eq!(
             request_host(&empty).as_deref(),
             Some(""),
             "an empty Host names none"
         );
-        let empty11 = Request::builder()
-            .uri("/x")
-            .header(header::HOST, "")
-            .body(())
-            .expect("a request");
+        let empty11 = request(HTTP_11, "/x", Some(""));
         assert_eq!(request_host(&empty11), None, "HTTP/1.1 must name its host");
     }
 

@@ -148,6 +148,27 @@ async fn an_http10_request_without_host_is_served_by_the_catch_all_site_only() {
     assert_eq!(origin.hits(), 2);
 }
 
+/// Starts a GET of `path`, whose origin pauses mid-body, and returns once the origin
+/// is into its pause: the request's `Cache-Status` and body when it ends.
+async fn get_in_pause(
+    edge: &TestEdge,
+    origin: &TestOrigin,
+    path: &str,
+) -> tokio::task::JoinHandle<(String, Bytes)> {
+    let get = tokio::spawn({
+        let (client, url) = (edge.client.clone(), edge.url(path));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (cache_status(&r), r.bytes().await.unwrap())
+        }
+    });
+    while origin.hits_on(path) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    get
+}
+
 #[tokio::test]
 async fn misses_past_fill_memory_stream_through_uncached_and_complete() {
     let origin = TestOrigin::start().await;
@@ -164,19 +185,9 @@ async fn misses_past_fill_memory_stream_through_uncached_and_complete() {
     origin.route("/b", Route::ok(b.clone()));
     // Each body is 1.5 MiB: one fill alone may hold it, two may not.
     let edge = TestEdge::start_with(&origin, "fill_memory = \"1MiB\"").await;
-    let slow = tokio::spawn({
-        let (client, url) = (edge.client.clone(), edge.url("/a"));
-        async move {
-            let r = client.get(url).send().await.unwrap();
-            (cache_status(&r), r.bytes().await.unwrap())
-        }
-    });
     // /a's fill has its head (and has taken its declared length) once the origin is
     // into its pause.
-    while origin.hits_on("/a") == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = get_in_pause(&edge, &origin, "/a").await;
 
     let r = edge.get("/b").await;
     assert_eq!(r.status(), 200);
@@ -213,17 +224,7 @@ async fn a_chunked_miss_stops_buffering_at_fill_memory() {
         Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(Duration::ZERO)),
     );
     let edge = TestEdge::start_with(&origin, "fill_memory = \"1MiB\"").await;
-    let first = tokio::spawn({
-        let (client, url) = (edge.client.clone(), edge.url("/a"));
-        async move {
-            let r = client.get(url).send().await.unwrap();
-            (cache_status(&r), r.bytes().await.unwrap())
-        }
-    });
-    while origin.hits_on("/a") == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = get_in_pause(&edge, &origin, "/a").await;
     // /a's fill holds its first 768 KiB: /b may buffer up to the rest of the budget,
     // then streams what it read and the remainder.
     let r = edge.get("/b").await;

@@ -169,6 +169,19 @@ impl TestOrigin {
     }
 }
 
+/// Writes `chunk` as one chunk of a chunked body, and flushes.
+async fn write_chunk<W: AsyncWriteExt + Unpin>(
+    stream: &mut W,
+    chunk: &[u8],
+) -> std::io::Result<()> {
+    stream
+        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+        .await?;
+    stream.write_all(chunk).await?;
+    stream.write_all(b"\r\n").await?;
+    stream.flush().await
+}
+
 async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     loop {
@@ -281,12 +294,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
                     if i == 1 {
                         tokio::time::sleep(pause).await;
                     }
-                    stream
-                        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-                        .await?;
-                    stream.write_all(chunk).await?;
-                    stream.write_all(b"\r\n").await?;
-                    stream.flush().await?;
+                    write_chunk(&mut *stream, chunk).await?;
                 }
                 stream.write_all(b"0\r\n\r\n").await?;
                 stream.flush().await?;
@@ -295,13 +303,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
             Misbehaviour::TruncatedChunked => {
                 head.push_str("transfer-encoding: chunked\r\n\r\n");
                 stream.write_all(head.as_bytes()).await?;
-                let half = &route.body[..route.body.len() / 2];
-                stream
-                    .write_all(format!("{:x}\r\n", half.len()).as_bytes())
-                    .await?;
-                stream.write_all(half).await?;
-                stream.write_all(b"\r\n").await?;
-                stream.flush().await?;
+                write_chunk(&mut *stream, &route.body[..route.body.len() / 2]).await?;
                 return Ok(());
             }
             Misbehaviour::WrongLength => {
