@@ -24,12 +24,12 @@ use crate::cache::key::CacheKey;
 use crate::cache::{Entry, Lookup};
 use crate::config::ClientCacheControl;
 use crate::error::{EdgeError, OriginFailure};
-use crate::fill::{FillRequest, Filled, fill, variant_key};
+use crate::fill::{FillRequest, Filled, Streaming, fill, variant_key};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
 use crate::listener::Handler;
 use crate::origin::{VIA, forward_headers};
-use crate::respond::{CacheStatus, Presentation, respond};
+use crate::respond::{CacheStatus, Presentation, respond, streaming_head};
 use crate::server::{AppState, SiteRuntime};
 use crate::tls::Scheme;
 
@@ -328,6 +328,11 @@ impl Get<'_> {
         now: SystemTime,
         status: CacheStatus,
     ) -> Response<ResponseBody> {
+        self.present(|presentation| respond(entry, &self.parts, now, status, presentation))
+    }
+
+    /// Calls `f` with how this site presents stored entries.
+    fn present<R>(&self, f: impl FnOnce(&Presentation<'_>) -> R) -> R {
         let compressor = &self.state.compressor;
         let compressible = |meta: &crate::cache::meta::Meta| {
             let content_type = meta
@@ -341,7 +346,63 @@ impl Get<'_> {
             compressible: &compressible,
             cache_control: self.cache_control,
         };
-        respond(entry, &self.parts, now, status, &presentation)
+        f(&presentation)
+    }
+
+    /// The response streamed to this client while its fill reads the body.
+    fn respond_streaming(
+        &self,
+        streaming: Streaming,
+        reason: &'static str,
+        collapsed: bool,
+    ) -> Response<ResponseBody> {
+        let status = CacheStatus {
+            fwd_status: Some(streaming.meta.status),
+            collapsed,
+            detail: Some("streaming"),
+            ..CacheStatus::forward(reason)
+        };
+        let origin_etag = streaming
+            .meta
+            .header("etag")
+            .and_then(|v| std::str::from_utf8(v).ok());
+        let now = self.state.clock.now();
+        let headers = self.present(|presentation| {
+            streaming_head(
+                &streaming.meta,
+                origin_etag,
+                streaming.declared,
+                now,
+                &status,
+                presentation,
+            )
+        });
+        let mut response = Response::new(ResponseBody::from(streaming.body));
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Whether this client would take a stored response whole (see
+    /// [`FillRequest::stream`]).
+    fn takes_whole(&self) -> bool {
+        let headers = &self.parts.headers;
+        self.parts.method == Method::GET
+            && [
+                header::RANGE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                header::IF_UNMODIFIED_SINCE,
+            ]
+            .iter()
+            .all(|name| !headers.contains_key(name))
+            && crate::http::encoding::negotiate(
+                headers
+                    .get(header::ACCEPT_ENCODING)
+                    .map(HeaderValue::as_bytes),
+                &[crate::http::encoding::Encoding::Identity],
+            )
+            .is_some()
     }
 
     fn honor(&self) -> bool {
@@ -452,6 +513,7 @@ impl Get<'_> {
 
     fn fill_request(&self, stale: Option<Arc<Entry>>) -> FillRequest {
         FillRequest {
+            stream: stale.is_none() && self.takes_whole(),
             primary: self.primary().clone(),
             client_headers: self.parts.headers.clone(),
             peer: self.peer,
@@ -570,6 +632,9 @@ impl Get<'_> {
                     ..CacheStatus::forward(reason)
                 };
                 Ok(self.respond(&entry, now, status))
+            }
+            Ok(Filled::Streaming(streaming)) => {
+                Ok(self.respond_streaming(streaming, reason, collapsed))
             }
             Ok(Filled::Pass(response, _))
                 if is_server_error(response.status().as_u16()) && usable_stale.is_some() =>
@@ -714,10 +779,21 @@ async fn fill_and_publish(
     request: FillRequest,
     leader: Leader,
 ) -> Result<Filled, EdgeError> {
-    let filled = fill(state, site, request).await;
-    let outcome = match &filled {
+    let mut filled = fill(state, site, request).await;
+    let outcome = match &mut filled {
         Ok(Filled::Stored(entry, ..)) | Ok(Filled::Revalidated(entry)) => {
             Outcome::Stored(entry.clone())
+        }
+        Ok(Filled::Streaming(streaming)) => {
+            // The followers wait for the whole body to be stored.
+            let done = streaming
+                .done
+                .take()
+                .expect("a fill's outcome is taken once");
+            tokio::spawn(async move {
+                leader.finish(done.await.unwrap_or(Outcome::Abandoned));
+            });
+            return filled;
         }
         Ok(Filled::Pass(..)) => Outcome::Pass,
         Err(EdgeError::Origin { origin, kind }) => Outcome::Failed(kind.clone(), origin.clone()),

@@ -391,14 +391,33 @@ const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 fn full_block(entry: &Entry, index: usize, compressible: bool) -> HeaderMap {
     let meta = &entry.meta;
     let rep = &meta.reps[index];
+    let fields = full_fields(
+        meta,
+        Some(&rep.etag),
+        rep.encoding,
+        Some(entry.body(index).len()),
+        compressible,
+    );
+    share_values(&fields)
+}
+
+/// The fields [`full_block`] holds, for a body of `len` bytes (`None`: not yet known,
+/// the body goes chunked) whose `ETag` is `etag` (`None`: not yet known).
+fn full_fields(
+    meta: &Meta,
+    etag: Option<&str>,
+    encoding: Encoding,
+    len: Option<u64>,
+    compressible: bool,
+) -> HeaderMap {
     let mut full = stored_headers(meta);
-    if let Ok(v) = HeaderValue::from_str(&rep.etag) {
+    if let Some(v) = etag.and_then(|etag| HeaderValue::from_str(etag).ok()) {
         full.insert(header::ETAG, v);
     }
-    if rep.encoding != Encoding::Identity {
+    if encoding != Encoding::Identity {
         full.insert(
             header::CONTENT_ENCODING,
-            HeaderValue::from_static(rep.encoding.as_str()),
+            HeaderValue::from_static(encoding.as_str()),
         );
     }
     // RFC 9110 §12.5.5: every response of an object that has (or will have) encoded
@@ -409,10 +428,9 @@ fn full_block(entry: &Entry, index: usize, compressible: bool) -> HeaderMap {
     if meta.status == 200 {
         full.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
-    full.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(entry.body(index).len()),
-    );
+    if let Some(len) = len {
+        full.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     // RFC 9110 §7.6.3, as every response gets it: here, so that it need not be
     // appended (growing the map) on each hit.
     if !full.get_all(header::VIA).iter().any(|v| v == VIA) {
@@ -420,7 +438,32 @@ fn full_block(entry: &Entry, index: usize, compressible: bool) -> HeaderMap {
     }
     full.insert(header::AGE, HeaderValue::from_static("0"));
     full.insert(CACHE_STATUS, HeaderValue::from_static("edge"));
-    share_values(&full)
+    full
+}
+
+/// The head of a response streamed to the client whose miss started a fill, while the
+/// fill still reads the body (`fill::STREAM_AFTER`): the fields a hit on the stored
+/// entry will have, from the metadata the origin's head gave, with `Content-Length`
+/// when the origin declared one and the origin's `ETag` (a derived one needs the whole
+/// body, so until the fill ends there is none).
+pub fn streaming_head(
+    meta: &Meta,
+    origin_etag: Option<&str>,
+    len: Option<u64>,
+    now: SystemTime,
+    status: &CacheStatus,
+    presentation: &Presentation<'_>,
+) -> HeaderMap {
+    let compressible = (presentation.compressible)(meta);
+    let mut headers = full_fields(meta, origin_etag, Encoding::Identity, len, compressible);
+    let age = meta.freshness.current_age(meta.response_at(), now);
+    let (age, status) = age_and_status(age, status);
+    replace(&mut headers, &header::AGE, age);
+    replace(&mut headers, &CACHE_STATUS, status);
+    if let Some(cc) = presentation.cache_control {
+        replace(&mut headers, &header::CACHE_CONTROL, cc.clone());
+    }
+    headers
 }
 
 /// Values a block often holds, kept `'static`: cloning one touches no memory.

@@ -141,6 +141,230 @@ async fn a_response_nothing_can_reuse_streams_through_before_its_body_ends() {
     assert_eq!(r.text().await.unwrap(), body);
 }
 
+/// A body of `len` bytes that no shift of itself matches, so a byte out of place shows.
+fn patterned(len: usize) -> bytes::Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 8) as u8)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_miss_streams_to_its_client_while_it_is_stored() {
+    let origin = TestOrigin::start().await;
+    let body = patterned(3 << 19);
+    let pause = Duration::from_millis(1500);
+    origin.route(
+        "/big.bin",
+        Route::ok(body.clone()).misbehave(Misbehaviour::PauseMidBody(pause)),
+    );
+    origin.route(
+        "/chunked.bin",
+        Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(pause)),
+    );
+    let edge = TestEdge::start(&origin).await;
+    for (path, length) in [("/big.bin", Some(body.len())), ("/chunked.bin", None)] {
+        let started = std::time::Instant::now();
+        let r = edge.get(path).await;
+        let head_after = started.elapsed();
+        assert!(
+            head_after < pause,
+            "{path}: the head came after {head_after:?}: the body was read whole first"
+        );
+        let cs = cache_status(&r);
+        assert!(
+            cs.contains("fwd=uri-miss") && cs.contains("detail=streaming"),
+            "{cs}"
+        );
+        let declared = r
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().parse::<usize>().unwrap());
+        assert_eq!(declared, length, "{path}");
+        assert_eq!(r.headers()["accept-ranges"], "bytes");
+        assert!(
+            r.headers().get("etag").is_none(),
+            "a derived ETag needs the whole body"
+        );
+        assert_eq!(r.bytes().await.unwrap(), body, "{path}");
+
+        // Stored whole: the next request is a hit with every field, its ETag included.
+        let r = edge.get(path).await;
+        assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
+        assert!(r.headers().get("etag").is_some());
+        assert_eq!(r.bytes().await.unwrap(), body, "{path}");
+        assert_eq!(origin.hits_on(path), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_small_miss_or_a_conditional_or_partial_one_is_read_whole_first() {
+    let origin = TestOrigin::start().await;
+    let pause = Duration::from_millis(1000);
+    let big = patterned(3 << 19);
+    origin.route(
+        "/small",
+        Route::ok(patterned(100_000)).misbehave(Misbehaviour::PauseMidBody(pause)),
+    );
+    for path in ["/ranged", "/conditional", "/head"] {
+        origin.route(
+            path,
+            Route::ok(big.clone()).misbehave(Misbehaviour::PauseMidBody(pause)),
+        );
+    }
+    let edge = TestEdge::start(&origin).await;
+    let r = edge.get("/small").await;
+    assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
+    assert!(r.headers().get("etag").is_some());
+
+    let r = edge.get_with("/ranged", &[("range", "bytes=10-19")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), big.slice(10..20));
+
+    let r = edge
+        .get_with("/conditional", &[("if-none-match", "\"nope\"")])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
+    assert_eq!(r.bytes().await.unwrap(), big);
+
+    let r = edge.client.head(edge.url("/head")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
+    assert_eq!(
+        r.headers()["content-length"],
+        big.len().to_string().as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_miss_the_origin_cuts_off_fails_its_client_and_is_not_stored() {
+    let origin = TestOrigin::start().await;
+    let body = patterned(3 << 19);
+    for (path, m) in [
+        (
+            "/reset",
+            Misbehaviour::PauseThenReset(Duration::from_millis(300)),
+        ),
+        ("/short", Misbehaviour::WrongLength),
+        ("/chunks", Misbehaviour::TruncatedChunked),
+    ] {
+        origin.route(path, Route::ok(body.clone()).misbehave(m));
+    }
+    let edge = TestEdge::start(&origin).await;
+    for path in ["/reset", "/short", "/chunks"] {
+        let r = edge.get(path).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "{path}: the head went before the body ended"
+        );
+        assert!(cache_status(&r).contains("detail=streaming"), "{path}");
+        assert!(
+            r.bytes().await.is_err(),
+            "{path}: a cut-off body must not look complete"
+        );
+        origin.route(path, Route::ok(body.clone()));
+        let r = edge.get(path).await;
+        assert!(
+            !cache_status(&r).contains("hit"),
+            "{path}: nothing partial was stored: {}",
+            cache_status(&r)
+        );
+        assert_eq!(r.bytes().await.unwrap(), body, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn requests_during_a_streamed_fill_wait_for_the_stored_entry() {
+    let origin = TestOrigin::start().await;
+    let body = patterned(3 << 19);
+    origin.route(
+        "/big",
+        Route::ok(body.clone()).misbehave(Misbehaviour::PauseMidBody(Duration::from_millis(800))),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let first = edge.get("/big").await;
+    assert!(cache_status(&first).contains("detail=streaming"));
+    let second = edge.get("/big").await;
+    let cs = cache_status(&second);
+    assert!(
+        cs.contains("collapsed") && !cs.contains("streaming"),
+        "{cs}"
+    );
+    assert!(second.headers().get("etag").is_some());
+    assert_eq!(second.bytes().await.unwrap(), body);
+    assert_eq!(first.bytes().await.unwrap(), body);
+    assert_eq!(origin.hits_on("/big"), 1);
+}
+
+#[tokio::test]
+async fn a_streamed_fill_goes_on_when_its_client_leaves_or_lags() {
+    let origin = TestOrigin::start().await;
+    let body = patterned(3 << 19);
+    origin.route(
+        "/left",
+        Route::ok(body.clone()).misbehave(Misbehaviour::PauseMidBody(Duration::from_millis(500))),
+    );
+    // Larger than the 4 MiB a streaming client may lag by.
+    let large = patterned(12 << 20);
+    origin.route("/lagged", Route::ok(large.clone()));
+    let edge = TestEdge::start_with(&origin, "memory_object_max = \"32MiB\"").await;
+
+    let r = edge.get("/left").await;
+    assert!(cache_status(&r).contains("detail=streaming"));
+    drop(r);
+    let mut stored = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = edge.get("/left").await;
+        if cache_status(&r).contains("hit") {
+            assert_eq!(r.bytes().await.unwrap(), body);
+            stored = true;
+            break;
+        }
+    }
+    assert!(stored, "the fill went on without its client");
+    assert_eq!(origin.hits_on("/left"), 1);
+
+    // A client that reads nothing for a second, then everything: every byte in place.
+    // (The socket buffers on loopback take megabytes, so whether it falls behind the
+    // fill here depends on the host: the unit tests in `fill.rs` drive that path.)
+    let r = edge.get("/lagged").await;
+    assert!(cache_status(&r).contains("detail=streaming"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(r.bytes().await.unwrap(), large);
+    assert!(cache_status(&edge.get("/lagged").await).contains("hit"));
+
+    // One that lags while the origin sends the first half and reads while it pauses.
+    origin.route(
+        "/paused",
+        Route::ok(large.clone()).misbehave(Misbehaviour::PauseMidBody(Duration::from_millis(1000))),
+    );
+    let r = edge.get("/paused").await;
+    assert!(cache_status(&r).contains("detail=streaming"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.bytes().await.unwrap(), large);
+    assert!(cache_status(&edge.get("/paused").await).contains("hit"));
+}
+
+#[tokio::test]
+async fn a_streamed_chunked_miss_past_the_largest_storable_size_completes_uncached() {
+    let origin = TestOrigin::start().await;
+    let body = patterned(3 << 20);
+    origin.route(
+        "/huge",
+        Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(Duration::ZERO)),
+    );
+    let edge = TestEdge::start_with(&origin, "max_object_size = \"2MiB\"").await;
+    let r = edge.get("/huge").await;
+    assert!(cache_status(&r).contains("detail=streaming"));
+    assert_eq!(r.bytes().await.unwrap(), body);
+    let r = edge.get("/huge").await;
+    assert!(!cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    assert_eq!(r.bytes().await.unwrap(), body);
+    assert_eq!(origin.hits_on("/huge"), 2);
+}
+
 #[tokio::test]
 async fn unknown_host_gets_421_and_never_reaches_origin() {
     let origin = TestOrigin::start().await;

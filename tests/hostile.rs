@@ -199,15 +199,17 @@ async fn misses_past_fill_memory_stream_through_uncached_and_complete() {
     assert_eq!(r.bytes().await.unwrap(), b, "streamed through whole");
 
     let (cs, got) = slow.await.unwrap();
-    assert!(
-        cs.contains("stored"),
-        "the fill alone may exceed the budget: {cs}"
-    );
+    // Large enough to stream to its client while the fill reads it.
+    assert!(cs.contains("detail=streaming"), "{cs}");
     assert_eq!(got, a);
     assert!(cache_status(&edge.get("/a").await).contains("hit"));
-    // Alone now, /b is stored like any other miss.
+    // Alone now, /b is stored like any other miss (streamed to its client meanwhile).
     let r = edge.get("/b").await;
-    assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
+    assert!(
+        cache_status(&r).contains("detail=streaming"),
+        "{}",
+        cache_status(&r)
+    );
     assert_eq!(r.bytes().await.unwrap(), b);
     assert!(cache_status(&edge.get("/b").await).contains("hit"));
     assert_eq!((origin.hits_on("/a"), origin.hits_on("/b")), (1, 2));
@@ -218,7 +220,8 @@ async fn a_chunked_miss_stops_buffering_at_fill_memory() {
     let origin = TestOrigin::start().await;
     let body: Bytes = (0..3usize << 19).map(|i| (i % 251) as u8).collect();
     let slow = Misbehaviour::ChunkedPause(Duration::from_millis(1500));
-    origin.route("/a", Route::ok(body.clone()).misbehave(slow));
+    origin.route("/a", Route::ok(body.clone()).misbehave(slow.clone()));
+    origin.route("/c", Route::ok(body.clone()).misbehave(slow));
     origin.route(
         "/b",
         Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(Duration::ZERO)),
@@ -226,8 +229,9 @@ async fn a_chunked_miss_stops_buffering_at_fill_memory() {
     let edge = TestEdge::start_with(&origin, "fill_memory = \"1MiB\"").await;
     let first = get_in_pause(&edge, &origin, "/a").await;
     // /a's fill holds its first 768 KiB: /b may buffer up to the rest of the budget,
-    // then streams what it read and the remainder.
-    let r = edge.get("/b").await;
+    // then streams what it read and the remainder. (Conditional, so that /b is read
+    // whole rather than streamed to its client after its first 256 KiB.)
+    let r = edge.get_with("/b", &[("if-none-match", "\"other\"")]).await;
     let cs = cache_status(&r);
     assert!(
         cs.contains("detail=fill-memory") && !cs.contains("stored"),
@@ -235,8 +239,21 @@ async fn a_chunked_miss_stops_buffering_at_fill_memory() {
     );
     assert_eq!(r.bytes().await.unwrap(), body);
     let (cs, got) = first.await.unwrap();
-    assert!(cs.contains("stored"), "{cs}");
+    assert!(cs.contains("detail=streaming"), "{cs}");
     assert_eq!(got, body);
+    assert!(cache_status(&edge.get("/a").await).contains("hit"));
+
+    // Streamed to its client, /b stops buffering at the budget all the same, and its
+    // client still gets every byte.
+    let first = get_in_pause(&edge, &origin, "/c").await;
+    let r = edge.get("/b").await;
+    let cs = cache_status(&r);
+    assert!(!cs.contains("stored") && !cs.contains("hit"), "{cs}");
+    assert_eq!(r.bytes().await.unwrap(), body);
+    first.await.unwrap();
+    let r = edge.get("/b").await;
+    assert!(!cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    assert_eq!(origin.hits_on("/b"), 3, "neither earlier fill was stored");
 }
 
 #[tokio::test]

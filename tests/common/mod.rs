@@ -21,6 +21,9 @@ pub enum Misbehaviour {
     Slow(Duration),
     /// Sends the head with the full Content-Length, half the body, then resets.
     ResetMidBody,
+    /// Like `ResetMidBody`, with this pause before the reset (so that the half sent is
+    /// read before the reset discards what is unread).
+    PauseThenReset(Duration),
     /// Sends a chunked body and closes before the last chunk.
     TruncatedChunked,
     /// Declares a longer Content-Length than it sends, then closes.
@@ -316,13 +319,16 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) -> std::io::Resu
                 stream.flush().await?;
                 return Ok(());
             }
-            Misbehaviour::ResetMidBody => {
+            Misbehaviour::ResetMidBody | Misbehaviour::PauseThenReset(_) => {
                 head.push_str(&format!("content-length: {}\r\n\r\n", route.body.len()));
                 stream.write_all(head.as_bytes()).await?;
                 stream
                     .write_all(&route.body[..route.body.len() / 2])
                     .await?;
                 stream.flush().await?;
+                if let Misbehaviour::PauseThenReset(pause) = route.misbehaviour {
+                    tokio::time::sleep(pause).await;
+                }
                 // SO_LINGER 0 turns the close into a reset.
                 // Deprecated because it blocks on drop; a zero linger does not block, and
                 // it is the one way to make the close a reset.
