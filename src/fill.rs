@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -14,10 +14,10 @@ use futures_util::StreamExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::cache::Entry;
-use crate::cache::flight::Outcome;
+use crate::cache::flight::{Outcome, Tap};
 use crate::cache::key::CacheKey;
 use crate::cache::meta::{BlobHash, Meta, Rep, to_unix};
 use crate::compress::DecodeError;
@@ -28,6 +28,10 @@ use crate::http::freshness::{self, Storability};
 use crate::origin::forward_headers;
 use crate::respond::derived_etag;
 use crate::server::{AppState, SiteRuntime};
+
+mod feed;
+
+use feed::{Event, Feeds};
 
 /// What a fill produced.
 pub enum Filled {
@@ -46,11 +50,8 @@ pub enum Filled {
 
 /// A fill whose body goes to the client that started it while the fill goes on.
 pub struct Streaming {
-    /// The response as it will be stored, from the origin's head: its identity
-    /// representation's hash, length and derived `ETag` are not known yet.
-    pub meta: Box<Meta>,
-    /// The length the origin declared, if it did.
-    pub declared: Option<u64>,
+    /// The response's head, and bodies for followers.
+    pub tap: Tap,
     /// The body: every byte the fill reads, in order, ending with an error if the
     /// fill fails (so that the client never takes a short body for a whole one).
     pub body: Body,
@@ -62,11 +63,6 @@ pub struct Streaming {
 /// it has been read without its end; a smaller body is read whole first, so that its
 /// first response has the stored entry's every field (a derived `ETag` included).
 pub const STREAM_AFTER: usize = 256 * 1024;
-
-/// How far the streaming client may fall behind the fill before the fill stops
-/// handing it frames ([`Feed::offer`] says how it catches up). The fill itself never
-/// waits for the client while it stores.
-const STREAM_WINDOW: usize = 4 * 1024 * 1024;
 
 /// One fill: which key, for which client request, revalidating which stale entry.
 #[derive(Clone)]
@@ -348,8 +344,8 @@ fn store(
 }
 
 /// A fill whose first [`STREAM_AFTER`] bytes are read and whose body goes on: the
-/// rest is read in a task of its own, each frame handed to the client that started
-/// the fill as it arrives, and the whole stored as any other fill's.
+/// rest is read in a task of its own, each frame handed to every client streaming it
+/// as it arrives (see [`feed`]), and the whole stored as any other fill's.
 struct StreamingFill {
     state: AppState,
     site: SiteRuntime,
@@ -380,40 +376,50 @@ impl StreamingFill {
         );
         // What is known of the length, for the compressibility check of the head.
         meta.reps[0].len = self.declared.unwrap_or(read);
-        let (mut feed, body) = Feed::new();
-        feed.push(Bytes::copy_from_slice(&self.buf));
+        let (tap, requests) = Tap::new(Arc::new(meta), self.declared);
+        let mut feeds = Feeds::new(requests);
+        let body = feeds.add(&self.buf);
         let (done_tx, done) = oneshot::channel();
-        let declared = self.declared;
         tokio::spawn(async move {
-            let outcome = self.finish(rest, feed).await;
+            let outcome = self.finish(rest, feeds).await;
             let _ = done_tx.send(outcome);
         });
         Streaming {
-            meta: Box::new(meta),
-            declared,
+            tap,
             body,
             done: Some(done),
         }
     }
 
-    /// Reads the rest, stores the whole and tells the client how the body ended.
-    async fn finish(mut self, mut rest: Body, mut feed: Feed) -> Outcome {
-        while let Some(frame) = rest.frame().await {
+    /// Reads the rest, stores the whole and tells the clients how the body ended.
+    async fn finish(mut self, mut rest: Body, mut feeds: Feeds) -> Outcome {
+        loop {
+            let frame = tokio::select! {
+                frame = rest.frame() => frame,
+                event = feeds.event() => {
+                    match event {
+                        Event::Taken => feeds.catch_up(&self.buf),
+                        Event::Tapped(reply) => feeds.tapped(reply, &self.buf),
+                    }
+                    continue;
+                }
+            };
             let data = match frame {
-                Ok(frame) => match frame.into_data() {
+                None => break,
+                Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => data,
                     Err(_) => continue,
                 },
-                Err(error) => return self.failed(&mut feed, body_error(&self.site, &error)),
+                Some(Err(error)) => return self.failed(feeds, body_error(&self.site, &error)),
             };
             if let Err(reason) = append(&mut self.buf, &data, self.max, &mut self.held) {
-                // Too large or out of fill memory: what is left goes to the client alone.
+                // Too large or out of fill memory: the rest goes to the clients alone.
                 tracing::debug!(key = %self.req.primary, reason, "streamed fill not stored");
-                let read = std::mem::take(&mut self.buf);
+                let read = Bytes::from(std::mem::take(&mut self.buf));
                 drop(self.held);
-                return pass_rest(read, data, rest, feed, &self.site).await;
+                return pass_rest(read, data, rest, feeds, &self.site).await;
             }
-            feed.offer(data, &self.buf);
+            feeds.offer(&data, &self.buf);
         }
         let bytes = Bytes::from(std::mem::take(&mut self.buf));
         if let Some(len) = self.declared
@@ -423,9 +429,9 @@ impl StreamingFill {
                 "Content-Length {len} but {} bytes received",
                 bytes.len()
             )));
-            return self.failed(&mut feed, error);
+            return self.failed(feeds, error);
         }
-        feed.complete(bytes.clone());
+        feeds.complete(bytes.clone());
         let meta = build_meta(
             &self.req.primary,
             self.status,
@@ -443,9 +449,9 @@ impl StreamingFill {
         }
     }
 
-    fn failed(&self, feed: &mut Feed, error: EdgeError) -> Outcome {
-        tracing::warn!(key = %self.req.primary, %error, "streamed fill failed; the client's response is cut short");
-        feed.fail(&error.to_string());
+    fn failed(&self, feeds: Feeds, error: EdgeError) -> Outcome {
+        tracing::warn!(key = %self.req.primary, %error, "streamed fill failed; its responses are cut short");
+        feeds.fail(&error.to_string());
         match error {
             EdgeError::Origin { origin, kind } => Outcome::Failed(kind, origin),
             _ => Outcome::Abandoned,
@@ -453,218 +459,38 @@ impl StreamingFill {
     }
 }
 
-/// The rest of a streamed body that will not be stored: the bytes the client has not
-/// had yet, then the origin's frames as the client takes them.
+/// The rest of a streamed body that will not be stored: the bytes each client has not
+/// had yet (`read`, then `frame`), then the origin's frames as the slowest client
+/// takes them.
 async fn pass_rest(
-    read: Vec<u8>,
+    read: Bytes,
     frame: Bytes,
     mut rest: Body,
-    mut feed: Feed,
+    mut feeds: Feeds,
     site: &SiteRuntime,
 ) -> Outcome {
-    let read = Bytes::from(read);
-    feed.resume(read);
-    feed.paced(frame).await;
+    feeds.unbuffered(read);
+    if !feeds.paced(frame).await {
+        return Outcome::Pass;
+    }
     while let Some(frame) = rest.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data()
-                    && !feed.paced(data).await
+                    && !feeds.paced(data).await
                 {
-                    // The client is gone and nothing is stored: stop reading.
+                    // Every client is gone and nothing is stored: stop reading.
                     return Outcome::Pass;
                 }
             }
             Err(error) => {
-                let error = body_error(site, &error);
-                feed.fail(&error.to_string());
+                feeds.fail(&body_error(site, &error).to_string());
                 return Outcome::Pass;
             }
         }
     }
-    feed.complete(Bytes::new());
+    feeds.complete(Bytes::new());
     Outcome::Pass
-}
-
-/// How a streamed body ended, as its reader learns it.
-#[derive(Clone)]
-enum End {
-    /// Still being read.
-    Reading,
-    /// Read whole: these are all its bytes.
-    Complete(Bytes),
-    /// Cut short.
-    Failed(Arc<str>),
-}
-
-/// The fill's side of a streamed body: frames go to the client until it falls
-/// [`STREAM_WINDOW`] behind; then they stop, and the client reads on from the whole
-/// body once the fill ends.
-struct Feed {
-    frames: mpsc::UnboundedSender<Bytes>,
-    /// Bytes handed over and not yet taken by the client.
-    queued: Arc<AtomicUsize>,
-    /// Woken when the client takes a frame.
-    taken: Arc<Notify>,
-    end: watch::Sender<End>,
-    /// Bytes handed over in all.
-    sent: u64,
-    /// Whether frames stopped because the client fell behind.
-    behind: bool,
-}
-
-impl Feed {
-    fn new() -> (Feed, Body) {
-        let (frames, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let taken = Arc::new(Notify::new());
-        let (end, end_rx) = watch::channel(End::Reading);
-        let reader = FeedReader {
-            frames: rx,
-            queued: queued.clone(),
-            taken: taken.clone(),
-            end: end_rx,
-            offset: 0,
-            done: false,
-            fill_gone: false,
-        };
-        let feed = Feed {
-            frames,
-            queued,
-            taken,
-            end,
-            sent: 0,
-            behind: false,
-        };
-        (feed, Body::from_stream(reader.into_stream()))
-    }
-
-    /// Hands `data`, the last bytes of `read` (the body so far), to the client. A
-    /// client [`STREAM_WINDOW`] behind gets nothing more until it has taken half of
-    /// what it holds; then it catches up from `read`, a copy of a quarter window at a
-    /// time, and takes frames again once it has every byte read.
-    fn offer(&mut self, data: Bytes, read: &[u8]) {
-        if self.frames.is_closed() {
-            return;
-        }
-        if !self.behind {
-            if self.queued.load(Ordering::Acquire) + data.len() <= STREAM_WINDOW {
-                self.push(data);
-                return;
-            }
-            self.behind = true;
-        }
-        while self.behind && self.queued.load(Ordering::Acquire) < STREAM_WINDOW / 2 {
-            let from = self.sent as usize;
-            let to = read.len().min(from + STREAM_WINDOW / 4);
-            self.push(Bytes::copy_from_slice(&read[from..to]));
-            self.behind = to < read.len();
-        }
-    }
-
-    fn push(&mut self, data: Bytes) {
-        if data.is_empty() {
-            return;
-        }
-        self.queued.fetch_add(data.len(), Ordering::AcqRel);
-        self.sent += data.len() as u64;
-        let _ = self.frames.send(data);
-    }
-
-    /// Catches the client up with `read`, the whole body so far, if it fell behind.
-    fn resume(&mut self, read: Bytes) {
-        if self.behind {
-            self.behind = false;
-            self.push(read.slice(self.sent as usize..));
-        }
-    }
-
-    /// Hands `data` over once the client has taken all but [`STREAM_WINDOW`] bytes;
-    /// false when the client is gone.
-    async fn paced(&mut self, data: Bytes) -> bool {
-        loop {
-            if self.frames.is_closed() {
-                return false;
-            }
-            let taken = self.taken.notified();
-            if self.queued.load(Ordering::Acquire) <= STREAM_WINDOW {
-                break;
-            }
-            taken.await;
-        }
-        self.push(data);
-        !self.frames.is_closed()
-    }
-
-    /// The body is read whole: `bytes` (empty when every byte was handed over).
-    fn complete(self, bytes: Bytes) {
-        let _ = self.end.send(End::Complete(bytes));
-    }
-
-    fn fail(&mut self, error: &str) {
-        let _ = self.end.send(End::Failed(error.into()));
-    }
-}
-
-/// The client's side of a streamed body.
-struct FeedReader {
-    frames: mpsc::UnboundedReceiver<Bytes>,
-    queued: Arc<AtomicUsize>,
-    taken: Arc<Notify>,
-    end: watch::Receiver<End>,
-    /// Bytes taken so far.
-    offset: u64,
-    done: bool,
-    fill_gone: bool,
-}
-
-impl FeedReader {
-    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-        futures_util::stream::unfold(self, |mut reader| async move {
-            let item = reader.next().await?;
-            Some((item, reader))
-        })
-    }
-
-    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            let ended = self.fill_gone || !matches!(*self.end.borrow(), End::Reading);
-            // Frames handed over come first; the end is read once none are left.
-            let frame = if ended {
-                self.frames.try_recv().ok()
-            } else {
-                tokio::select! {
-                    biased;
-                    frame = self.frames.recv() => frame,
-                    changed = self.end.changed() => {
-                        // A fill gone without an end: what it handed over, then an error.
-                        self.fill_gone = changed.is_err();
-                        continue;
-                    }
-                }
-            };
-            if let Some(frame) = frame {
-                self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
-                self.taken.notify_one();
-                self.offset += frame.len() as u64;
-                return Some(Ok(frame));
-            }
-            let end = self.end.borrow().clone();
-            self.done = true;
-            return match end {
-                End::Complete(bytes) if (bytes.len() as u64) > self.offset => {
-                    Some(Ok(bytes.slice(self.offset as usize..)))
-                }
-                End::Complete(_) => None,
-                End::Failed(error) => Some(Err(std::io::Error::other(error.to_string()))),
-                // The fill went away without an end (its task was dropped).
-                End::Reading => Some(Err(std::io::Error::other("the fill stopped"))),
-            };
-        }
-    }
 }
 
 /// Makes the br, zstd and gzip variants of a stored identity body and adds them to the
@@ -1202,91 +1028,5 @@ mod tests {
         assert!(!third.take(1));
         drop((second, third));
         assert_eq!(memory.held(), 0);
-    }
-
-    fn patterned(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 8) as u8)
-            .collect()
-    }
-
-    /// What the client has been handed and not yet taken.
-    fn queued(feed: &Feed) -> usize {
-        feed.queued.load(Ordering::Acquire)
-    }
-
-    /// Takes frames from `body` until `feed` has none queued.
-    async fn take_queued(feed: &Feed, body: &mut Body, got: &mut Vec<u8>) {
-        while queued(feed) > 0 {
-            let frame = body.frame().await.unwrap().unwrap();
-            got.extend_from_slice(&frame.into_data().unwrap());
-        }
-    }
-
-    async fn take_rest(body: &mut Body, got: &mut Vec<u8>) -> Result<(), axum::Error> {
-        while let Some(frame) = body.frame().await {
-            got.extend_from_slice(&frame?.into_data().unwrap());
-        }
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_lagging_client_catches_up_from_the_body_read_so_far() {
-        let (mut feed, mut body) = Feed::new();
-        let whole = patterned(3 * STREAM_WINDOW);
-        let (mut read, mut got) = (Vec::new(), Vec::new());
-        let frames: Vec<&[u8]> = whole.chunks(64 * 1024).collect();
-        let (lagged, rest) = frames.split_at(frames.len() / 2);
-        for chunk in lagged {
-            read.extend_from_slice(chunk);
-            feed.offer(Bytes::copy_from_slice(chunk), &read);
-        }
-        assert!(
-            feed.behind,
-            "1.5 windows read while the client took nothing"
-        );
-        assert!(queued(&feed) <= STREAM_WINDOW);
-        for chunk in rest {
-            take_queued(&feed, &mut body, &mut got).await;
-            read.extend_from_slice(chunk);
-            feed.offer(Bytes::copy_from_slice(chunk), &read);
-        }
-        assert!(!feed.behind, "caught up while the fill still read");
-        feed.complete(Bytes::from(read));
-        take_rest(&mut body, &mut got).await.unwrap();
-        assert_eq!(got, whole);
-    }
-
-    #[tokio::test]
-    async fn a_client_behind_at_the_end_reads_the_rest_from_the_whole_body() {
-        let (mut feed, mut body) = Feed::new();
-        let whole = patterned(2 * STREAM_WINDOW + 1000);
-        let mut read = Vec::new();
-        for chunk in whole.chunks(100_000) {
-            read.extend_from_slice(chunk);
-            feed.offer(Bytes::copy_from_slice(chunk), &read);
-        }
-        assert!(feed.behind);
-        feed.complete(Bytes::from(read));
-        let mut got = Vec::new();
-        take_rest(&mut body, &mut got).await.unwrap();
-        assert_eq!(got, whole);
-    }
-
-    #[tokio::test]
-    async fn a_failed_or_dropped_fill_ends_the_body_with_an_error() {
-        let (mut feed, mut body) = Feed::new();
-        feed.offer(Bytes::from_static(b"first"), b"first");
-        feed.fail("origin reset");
-        let mut got = Vec::new();
-        assert!(take_rest(&mut body, &mut got).await.is_err());
-        assert_eq!(got, b"first", "what was handed over comes before the error");
-
-        let (mut feed, mut body) = Feed::new();
-        feed.offer(Bytes::from_static(b"first"), b"first");
-        drop(feed);
-        let mut got = Vec::new();
-        assert!(take_rest(&mut body, &mut got).await.is_err());
-        assert_eq!(got, b"first");
     }
 }

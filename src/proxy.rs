@@ -19,12 +19,12 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::ResponseBody;
-use crate::cache::flight::{Flight, Leader, Outcome};
+use crate::cache::flight::{Flight, Leader, Outcome, Tap};
 use crate::cache::key::CacheKey;
 use crate::cache::{Entry, Lookup};
 use crate::config::ClientCacheControl;
 use crate::error::{EdgeError, OriginFailure};
-use crate::fill::{FillRequest, Filled, Streaming, fill, variant_key};
+use crate::fill::{FillRequest, Filled, fill, variant_key, vary_names};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
 use crate::listener::Handler;
@@ -349,37 +349,55 @@ impl Get<'_> {
         f(&presentation)
     }
 
-    /// The response streamed to this client while its fill reads the body.
+    /// The response streamed to this client while a fill reads the body `tap` is on.
     fn respond_streaming(
         &self,
-        streaming: Streaming,
+        tap: &Tap,
+        body: Body,
         reason: &'static str,
         collapsed: bool,
     ) -> Response<ResponseBody> {
         let status = CacheStatus {
-            fwd_status: Some(streaming.meta.status),
+            fwd_status: Some(tap.meta.status),
             collapsed,
             detail: Some("streaming"),
             ..CacheStatus::forward(reason)
         };
-        let origin_etag = streaming
+        let origin_etag = tap
             .meta
             .header("etag")
             .and_then(|v| std::str::from_utf8(v).ok());
         let now = self.state.clock.now();
         let headers = self.present(|presentation| {
             streaming_head(
-                &streaming.meta,
+                &tap.meta,
                 origin_etag,
-                streaming.declared,
+                tap.declared,
                 now,
                 &status,
                 presentation,
             )
         });
-        let mut response = Response::new(ResponseBody::from(streaming.body));
+        let mut response = Response::new(ResponseBody::from(body));
         *response.headers_mut() = headers;
         response
+    }
+
+    /// A follower's response from the leader's streaming fill, when this request
+    /// takes the whole response, the response does not vary (another variant may be
+    /// what this request needs) and the fill still hands out bodies.
+    async fn follow_stream(
+        &self,
+        tap: &Tap,
+        reason: &'static str,
+    ) -> Option<Response<ResponseBody>> {
+        let vary = tap.meta.headers.iter().filter(|(n, _)| n == "vary");
+        let varies = !vary_names(vary.map(|(_, v)| v.as_slice())).is_empty();
+        if varies || !self.takes_whole() {
+            return None;
+        }
+        let body = tap.body().await?;
+        Some(self.respond_streaming(tap, body, reason, true))
     }
 
     /// Whether this client would take a stored response whole (see
@@ -552,8 +570,16 @@ impl Get<'_> {
                         .answer(key, filled, stale.as_ref(), reason, false)
                         .map(Some);
                 }
-                Flight::Follower(follower) => {
-                    match follower.wait(self.state.config.server.coalesce_wait).await {
+                Flight::Follower(mut follower) => {
+                    let limit = self.state.config.server.coalesce_wait;
+                    let mut outcome = follower.wait_or_tap(limit).await;
+                    if let Some(Outcome::Streaming(tap)) = &outcome {
+                        if let Some(response) = self.follow_stream(tap, reason).await {
+                            return Ok(Some(response));
+                        }
+                        outcome = follower.wait(limit).await;
+                    }
+                    match outcome {
                         Some(Outcome::Stored(entry)) => {
                             if entry.key != *self.key() {
                                 // The leader stored another Vary variant: start over.
@@ -574,7 +600,7 @@ impl Get<'_> {
                         }
                         Some(Outcome::Abandoned) => continue,
                         // Not storable, or the leader is too slow: fetch for ourselves.
-                        Some(Outcome::Pass) | None => {
+                        Some(Outcome::Pass) | Some(Outcome::Streaming(_)) | None => {
                             return self.forward_uncoalesced(key, stale, reason).await.map(Some);
                         }
                     }
@@ -634,7 +660,7 @@ impl Get<'_> {
                 Ok(self.respond(&entry, now, status))
             }
             Ok(Filled::Streaming(streaming)) => {
-                Ok(self.respond_streaming(streaming, reason, collapsed))
+                Ok(self.respond_streaming(&streaming.tap, streaming.body, reason, collapsed))
             }
             Ok(Filled::Pass(response, _))
                 if is_server_error(response.status().as_u16()) && usable_stale.is_some() =>
@@ -785,7 +811,8 @@ async fn fill_and_publish(
             Outcome::Stored(entry.clone())
         }
         Ok(Filled::Streaming(streaming)) => {
-            // The followers wait for the whole body to be stored.
+            // Followers may stream too; the flight ends when the body is stored.
+            leader.streaming(streaming.tap.clone());
             let done = streaming
                 .done
                 .take()

@@ -275,26 +275,69 @@ async fn a_streamed_miss_the_origin_cuts_off_fails_its_client_and_is_not_stored(
 }
 
 #[tokio::test]
-async fn requests_during_a_streamed_fill_wait_for_the_stored_entry() {
+async fn requests_during_a_streamed_fill_stream_it_too_or_wait_for_the_entry() {
     let origin = TestOrigin::start().await;
     let body = patterned(3 << 19);
+    let pause = Duration::from_millis(1000);
     origin.route(
         "/big",
-        Route::ok(body.clone()).misbehave(Misbehaviour::PauseMidBody(Duration::from_millis(800))),
+        Route::ok(body.clone()).misbehave(Misbehaviour::PauseMidBody(pause)),
     );
     let edge = TestEdge::start(&origin).await;
+    let started = std::time::Instant::now();
     let first = edge.get("/big").await;
     assert!(cache_status(&first).contains("detail=streaming"));
+    // A follower that takes the whole response streams it from the same fill, from
+    // its first byte, before the origin has sent the rest.
     let second = edge.get("/big").await;
+    assert!(
+        started.elapsed() < pause,
+        "the follower waited for the whole body"
+    );
     let cs = cache_status(&second);
+    assert!(
+        cs.contains("collapsed") && cs.contains("detail=streaming"),
+        "{cs}"
+    );
+    assert_eq!(
+        second.headers()["content-length"],
+        body.len().to_string().as_str()
+    );
+    // One that needs the stored entry (a range, here) waits for it.
+    let ranged = edge.get_with("/big", &[("range", "bytes=1000-1999")]).await;
+    assert_eq!(ranged.status(), 206);
+    let cs = cache_status(&ranged);
     assert!(
         cs.contains("collapsed") && !cs.contains("streaming"),
         "{cs}"
     );
-    assert!(second.headers().get("etag").is_some());
+    assert_eq!(ranged.bytes().await.unwrap(), body.slice(1000..2000));
     assert_eq!(second.bytes().await.unwrap(), body);
     assert_eq!(first.bytes().await.unwrap(), body);
     assert_eq!(origin.hits_on("/big"), 1);
+}
+
+#[tokio::test]
+async fn a_cut_off_streamed_fill_fails_its_followers_too() {
+    let origin = TestOrigin::start().await;
+    let body = patterned(3 << 19);
+    origin.route(
+        "/reset",
+        Route::ok(body.clone()).misbehave(Misbehaviour::PauseThenReset(Duration::from_millis(500))),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let first = edge.get("/reset").await;
+    let second = edge.get("/reset").await;
+    assert!(cache_status(&second).contains("collapsed"));
+    assert!(first.bytes().await.is_err());
+    assert!(
+        second.bytes().await.is_err(),
+        "a follower's body is cut short too"
+    );
+    origin.route("/reset", Route::ok(body.clone()));
+    let r = edge.get("/reset").await;
+    assert!(!cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    assert_eq!(r.bytes().await.unwrap(), body);
 }
 
 #[tokio::test]
@@ -305,7 +348,7 @@ async fn a_streamed_fill_goes_on_when_its_client_leaves_or_lags() {
         "/left",
         Route::ok(body.clone()).misbehave(Misbehaviour::PauseMidBody(Duration::from_millis(500))),
     );
-    // Larger than the 4 MiB a streaming client may lag by.
+    // Larger than the 1 MiB a streaming client may lag by, many times over.
     let large = patterned(12 << 20);
     origin.route("/lagged", Route::ok(large.clone()));
     let edge = TestEdge::start_with(&origin, "memory_object_max = \"32MiB\"").await;

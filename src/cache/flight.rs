@@ -1,16 +1,19 @@
 //! Request coalescing: concurrent misses for one key make one origin request. The first
 //! caller becomes the leader and fills; the others follow and wait, with a timeout, for
 //! the leader's outcome. A leader dropped without an outcome releases its followers as
-//! `Abandoned`, and they try again.
+//! `Abandoned`, and they try again. A leader whose body streams while it is stored
+//! offers followers a [`Tap`] on it before the outcome.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use axum::body::Body;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Entry;
 use super::key::CacheKey;
+use super::meta::Meta;
 
 /// What a fill ended in, as followers see it.
 #[derive(Clone)]
@@ -23,6 +26,44 @@ pub enum Outcome {
     Failed(crate::error::OriginFailure, String),
     /// The leader went away without an outcome: try again.
     Abandoned,
+    /// Not an outcome yet: the leader's response is streaming while the fill stores
+    /// it, and a follower that takes the whole response may stream it too.
+    Streaming(Tap),
+}
+
+/// A way into a fill's body while it is read: the response's head, and a body from
+/// its first byte for each follower that asks.
+#[derive(Clone)]
+pub struct Tap {
+    /// The response as it will be stored (its body's hash and length not yet known).
+    pub meta: Arc<Meta>,
+    /// The length the origin declared, if it did.
+    pub declared: Option<u64>,
+    requests: mpsc::UnboundedSender<oneshot::Sender<Body>>,
+}
+
+/// The fill's end of a [`Tap`]: one request per follower, answered with its body.
+pub type TapRequests = mpsc::UnboundedReceiver<oneshot::Sender<Body>>;
+
+impl Tap {
+    /// A tap on the fill of the response `meta` describes.
+    pub fn new(meta: Arc<Meta>, declared: Option<u64>) -> (Tap, TapRequests) {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let tap = Tap {
+            meta,
+            declared,
+            requests,
+        };
+        (tap, rx)
+    }
+
+    /// The whole body, from its first byte, as the fill reads it; `None` once the fill
+    /// no longer hands bodies out (it ended, or goes on without storing).
+    pub async fn body(&self) -> Option<Body> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(tx).ok()?;
+        rx.await.ok()
+    }
 }
 
 impl Outcome {
@@ -33,7 +74,12 @@ impl Outcome {
             Outcome::Pass => "pass",
             Outcome::Failed(..) => "failed",
             Outcome::Abandoned => "abandoned",
+            Outcome::Streaming(_) => "streaming",
         }
+    }
+
+    fn is_final(outcome: &Option<Outcome>) -> bool {
+        !matches!(outcome, None | Some(Outcome::Streaming(_)))
     }
 }
 
@@ -72,7 +118,7 @@ impl Flights {
         let mut table = self.inner.lock().expect("flight table poisoned");
         if let Some(rx) = table.get(key) {
             // A finished flight whose leader has not yet removed it is as good as none.
-            if rx.borrow().is_none() && rx.has_changed().is_ok() {
+            if !Outcome::is_final(&rx.borrow()) && rx.has_changed().is_ok() {
                 return Flight::Follower(Follower { rx: rx.clone() });
             }
         }
@@ -92,6 +138,14 @@ impl Flights {
 }
 
 impl Leader {
+    /// Offers the followers a tap on the body while the fill goes on; the flight lasts
+    /// until [`Leader::finish`].
+    pub fn streaming(&self, tap: Tap) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Some(Outcome::Streaming(tap)));
+        }
+    }
+
     /// Publishes the outcome to every follower and ends the flight.
     pub fn finish(mut self, outcome: Outcome) {
         self.complete(outcome);
@@ -117,9 +171,23 @@ impl Drop for Leader {
 }
 
 impl Follower {
-    /// Waits at most `limit` for the leader's outcome; `None` on timeout.
+    /// Waits at most `limit` for the leader's outcome; `None` on timeout. Never
+    /// [`Outcome::Streaming`].
     pub async fn wait(mut self, limit: Duration) -> Option<Outcome> {
-        let waited = tokio::time::timeout(limit, self.rx.wait_for(|o| o.is_some())).await;
+        self.wait_until(limit, Outcome::is_final).await
+    }
+
+    /// Waits at most `limit` for the leader's outcome or its [`Outcome::Streaming`].
+    pub async fn wait_or_tap(&mut self, limit: Duration) -> Option<Outcome> {
+        self.wait_until(limit, Option::is_some).await
+    }
+
+    async fn wait_until(
+        &mut self,
+        limit: Duration,
+        ready: fn(&Option<Outcome>) -> bool,
+    ) -> Option<Outcome> {
+        let waited = tokio::time::timeout(limit, self.rx.wait_for(ready)).await;
         match waited {
             Ok(Ok(outcome)) => outcome.clone(),
             // The sender vanished without sending: treat as abandoned.
