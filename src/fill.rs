@@ -381,8 +381,16 @@ impl StreamingFill {
         let body = feeds.add(&self.buf);
         let (done_tx, done) = oneshot::channel();
         tokio::spawn(async move {
-            let outcome = self.finish(rest, feeds).await;
-            let _ = done_tx.send(outcome);
+            match self.finish(rest, feeds).await {
+                Finished::Outcome(outcome) => {
+                    let _ = done_tx.send(outcome);
+                }
+                Finished::Unstored(rest) => {
+                    // Followers need not wait for the clients to take the rest.
+                    let _ = done_tx.send(Outcome::Pass);
+                    rest.pass().await;
+                }
+            }
         });
         Streaming {
             tap,
@@ -391,8 +399,9 @@ impl StreamingFill {
         }
     }
 
-    /// Reads the rest, stores the whole and tells the clients how the body ended.
-    async fn finish(mut self, mut rest: Body, mut feeds: Feeds) -> Outcome {
+    /// Reads the rest, stores the whole and tells the clients how the body ended; or,
+    /// once the body turns out too large to store, hands back the rest to pass on.
+    async fn finish(mut self, mut rest: Body, mut feeds: Feeds) -> Finished {
         loop {
             let frame = tokio::select! {
                 frame = rest.frame() => frame,
@@ -410,14 +419,22 @@ impl StreamingFill {
                     Ok(data) => data,
                     Err(_) => continue,
                 },
-                Some(Err(error)) => return self.failed(feeds, body_error(&self.site, &error)),
+                Some(Err(error)) => {
+                    let error = body_error(&self.site, &error);
+                    return Finished::Outcome(self.failed(feeds, error));
+                }
             };
             if let Err(reason) = append(&mut self.buf, &data, self.max, &mut self.held) {
                 // Too large or out of fill memory: the rest goes to the clients alone.
                 tracing::debug!(key = %self.req.primary, reason, "streamed fill not stored");
-                let read = Bytes::from(std::mem::take(&mut self.buf));
-                drop(self.held);
-                return pass_rest(read, data, rest, feeds, &self.site).await;
+                return Finished::Unstored(Box::new(Unstored {
+                    read: Bytes::from(self.buf),
+                    frame: data,
+                    rest,
+                    feeds,
+                    held: self.held,
+                    site: self.site,
+                }));
             }
             feeds.offer(&data, &self.buf);
         }
@@ -429,7 +446,7 @@ impl StreamingFill {
                 "Content-Length {len} but {} bytes received",
                 bytes.len()
             )));
-            return self.failed(feeds, error);
+            return Finished::Outcome(self.failed(feeds, error));
         }
         feeds.complete(bytes.clone());
         let meta = build_meta(
@@ -443,10 +460,10 @@ impl StreamingFill {
         );
         let stored = store(&self.state, &self.site, &self.req, meta, bytes);
         drop(self.held);
-        match stored {
+        Finished::Outcome(match stored {
             Ok((entry, _)) => Outcome::Stored(entry),
             Err(_) => Outcome::Pass,
-        }
+        })
     }
 
     fn failed(&self, feeds: Feeds, error: EdgeError) -> Outcome {
@@ -459,38 +476,62 @@ impl StreamingFill {
     }
 }
 
-/// The rest of a streamed body that will not be stored: the bytes each client has not
-/// had yet (`read`, then `frame`), then the origin's frames as the slowest client
-/// takes them.
-async fn pass_rest(
+/// How a streaming fill's reading ended.
+enum Finished {
+    /// Stored, refused or failed: the fill's outcome.
+    Outcome(Outcome),
+    /// Too large to store: the rest is only passed on.
+    Unstored(Box<Unstored>),
+}
+
+/// The rest of a streamed body that will not be stored.
+struct Unstored {
+    /// The body read so far.
     read: Bytes,
+    /// The frame that did not fit.
     frame: Bytes,
-    mut rest: Body,
-    mut feeds: Feeds,
-    site: &SiteRuntime,
-) -> Outcome {
-    feeds.unbuffered(read);
-    if !feeds.paced(frame).await {
-        return Outcome::Pass;
-    }
-    while let Some(frame) = rest.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && !feeds.paced(data).await
-                {
-                    // Every client is gone and nothing is stored: stop reading.
-                    return Outcome::Pass;
+    rest: Body,
+    feeds: Feeds,
+    /// Kept until the clients have the rest: they may still be taking `read`.
+    held: Held,
+    site: SiteRuntime,
+}
+
+impl Unstored {
+    /// Passes the rest on: the bytes each client has not had yet (`read`, then
+    /// `frame`), then the origin's frames as the slowest client takes them.
+    async fn pass(self) {
+        let Unstored {
+            read,
+            frame,
+            mut rest,
+            mut feeds,
+            held,
+            site,
+        } = self;
+        feeds.unbuffered(read);
+        if !feeds.paced(frame).await {
+            return;
+        }
+        while let Some(frame) = rest.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data()
+                        && !feeds.paced(data).await
+                    {
+                        // Every client is gone and nothing is stored: stop reading.
+                        return;
+                    }
+                }
+                Err(error) => {
+                    feeds.fail(&body_error(&site, &error).to_string());
+                    return;
                 }
             }
-            Err(error) => {
-                feeds.fail(&body_error(site, &error).to_string());
-                return Outcome::Pass;
-            }
         }
+        feeds.complete(Bytes::new());
+        drop(held);
     }
-    feeds.complete(Bytes::new());
-    Outcome::Pass
 }
 
 /// Makes the br, zstd and gzip variants of a stored identity body and adds them to the

@@ -572,12 +572,15 @@ impl Get<'_> {
                 }
                 Flight::Follower(mut follower) => {
                     let limit = self.state.config.server.coalesce_wait;
+                    let deadline = Instant::now() + limit;
                     let mut outcome = follower.wait_or_tap(limit).await;
                     if let Some(Outcome::Streaming(tap)) = &outcome {
                         if let Some(response) = self.follow_stream(tap, reason).await {
                             return Ok(Some(response));
                         }
-                        outcome = follower.wait(limit).await;
+                        // The rest of the same wait, for the stored entry.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        outcome = follower.wait(left).await;
                     }
                     match outcome {
                         Some(Outcome::Stored(entry)) => {

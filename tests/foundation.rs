@@ -391,6 +391,32 @@ async fn a_streamed_fill_goes_on_when_its_client_leaves_or_lags() {
 }
 
 #[tokio::test]
+async fn a_streamed_miss_found_too_large_releases_its_followers_at_once() {
+    let origin = TestOrigin::start().await;
+    let body = patterned(3 << 20);
+    let pause = Duration::from_millis(1500);
+    origin.route(
+        "/huge",
+        Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(pause)),
+    );
+    let edge = TestEdge::start_with(&origin, "max_object_size = \"1MiB\"").await;
+    let started = std::time::Instant::now();
+    let first = edge.get("/huge").await;
+    assert!(cache_status(&first).contains("detail=streaming"));
+    // The first half (1.5 MiB) is in: the fill knows it cannot store the body.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = edge.get("/huge").await;
+    assert!(
+        started.elapsed() < pause,
+        "the second request waited for the first client to take the rest"
+    );
+    assert!(!cache_status(&second).contains("collapsed"));
+    assert_eq!(second.bytes().await.unwrap(), body);
+    assert_eq!(first.bytes().await.unwrap(), body);
+    assert_eq!(origin.hits_on("/huge"), 2);
+}
+
+#[tokio::test]
 async fn a_streamed_chunked_miss_past_the_largest_storable_size_completes_uncached() {
     let origin = TestOrigin::start().await;
     let body = patterned(3 << 20);

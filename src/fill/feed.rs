@@ -215,8 +215,10 @@ impl Feed {
         self.catch_up(read);
     }
 
+    /// Copies of `read` while the client holds at most half a window: it then holds
+    /// more than half, and taking it back to half wakes the fill ([`FeedReader`]).
     fn catch_up(&mut self, read: &[u8]) {
-        while self.behind && self.queued() < STREAM_WINDOW / 2 {
+        while self.behind && self.queued() <= STREAM_WINDOW / 2 {
             let from = self.sent as usize;
             let to = read.len().min(from + STREAM_WINDOW / 4);
             self.push(Bytes::copy_from_slice(&read[from..to]));
@@ -245,6 +247,13 @@ struct FeedReader {
     done: bool,
     /// The fill went away without saying how the body ended.
     fill_gone: bool,
+}
+
+/// A client gone may be the one a pacing fill waits for.
+impl Drop for FeedReader {
+    fn drop(&mut self) {
+        self.taken.notify_one();
+    }
 }
 
 impl FeedReader {
@@ -298,6 +307,8 @@ impl FeedReader {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use http_body_util::BodyExt;
 
     use super::*;
@@ -343,21 +354,27 @@ mod tests {
     #[tokio::test]
     async fn a_lagging_client_catches_up_from_the_body_read_so_far() {
         let (mut feeds, _tap) = new_feeds();
-        let whole = patterned(3 * STREAM_WINDOW);
+        let whole = patterned(5 * STREAM_WINDOW);
         let (mut read, mut got) = (Vec::new(), Vec::new());
         let mut body = feeds.add(&read);
         let frames: Vec<&[u8]> = whole.chunks(64 * 1024).collect();
-        let (lagged, rest) = frames.split_at(frames.len() / 2);
+        // Two windows more than the client holds: several rounds of catching up.
+        let (lagged, rest) = frames.split_at(frames.len() * 3 / 5);
         for chunk in lagged {
             read.extend_from_slice(chunk);
             feeds.offer(&Bytes::copy_from_slice(chunk), &read);
         }
-        assert!(feeds.feeds[0].behind, "1.5 windows read, nothing taken");
+        assert!(feeds.feeds[0].behind, "3 windows read, nothing taken");
         assert!(feeds.feeds[0].queued() <= STREAM_WINDOW);
         for chunk in rest {
-            take_queued(&feeds, &mut body, &mut got).await;
-            // The fill is woken to hand more over before its next frame.
-            feeds.catch_up(&read);
+            // Taking what it holds wakes the fill to hand more over before its next
+            // frame (an origin that pauses must not stall a client catching up).
+            while feeds.feeds[0].behind {
+                take_queued(&feeds, &mut body, &mut got).await;
+                let woken = tokio::time::timeout(Duration::from_secs(5), feeds.event()).await;
+                assert!(matches!(woken, Ok(Event::Taken)), "the fill was not woken");
+                feeds.catch_up(&read);
+            }
             read.extend_from_slice(chunk);
             feeds.offer(&Bytes::copy_from_slice(chunk), &read);
         }
@@ -411,11 +428,13 @@ mod tests {
     async fn tap_in(feeds: &mut Feeds, tap: &Tap, read: &[u8]) -> Option<Body> {
         let tap = tap.clone();
         let asked = tokio::spawn(async move { tap.body().await });
-        let Event::Tapped(reply) = feeds.event().await else {
-            panic!("a follower asked")
-        };
-        feeds.tapped(reply, read);
-        asked.await.unwrap()
+        // A client that left wakes the fill too.
+        loop {
+            if let Event::Tapped(reply) = feeds.event().await {
+                feeds.tapped(reply, read);
+                return asked.await.unwrap();
+            }
+        }
     }
 
     #[tokio::test]
@@ -435,6 +454,29 @@ mod tests {
         let mut got = Vec::new();
         take_rest(&mut body, &mut got).await.unwrap();
         assert_eq!(got, b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_fill_pacing_its_clients_goes_on_when_the_slowest_leaves() {
+        let (mut feeds, _tap) = new_feeds();
+        let fast = feeds.add(b"");
+        let slow = feeds.add(b"");
+        feeds.unbuffered(Bytes::new());
+        let frame = Bytes::from(patterned(STREAM_WINDOW + 1));
+        assert!(feeds.paced(frame.clone()).await);
+        // Both hold more than a window: the next frame waits for them.
+        let paced = tokio::spawn(async move {
+            let sent = feeds.paced(frame).await;
+            (sent, feeds)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!paced.is_finished());
+        drop((fast, slow));
+        let (sent, _) = tokio::time::timeout(Duration::from_secs(5), paced)
+            .await
+            .expect("woken when its clients left")
+            .unwrap();
+        assert!(!sent, "no client left to send to");
     }
 
     #[tokio::test]
