@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -225,10 +225,18 @@ impl<H: Handler> Connection<H> {
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let preparing = Preparing::enter(&activity);
             let open = Open::enter(&activity);
+            let head = request.method() == Method::HEAD;
             let response = handler.call(request, peer, scheme);
             async move {
                 let response = response.await;
                 drop(preparing);
+                // A HEAD answer keeps GET's fields and drops the body: hyper leaves it out
+                // over HTTP/1.1, but over HTTP/2 it would send it as DATA, which a client
+                // takes for a protocol error.
+                let response = match head {
+                    true => response.map(|_| ResponseBody::empty()),
+                    false => response,
+                };
                 Ok::<_, std::convert::Infallible>(response.map(|body| Tracked::new(body, open)))
             }
         });

@@ -426,6 +426,51 @@ async fn a_large_memory_hit_arrives_whole_over_h2() {
 }
 
 #[tokio::test]
+async fn head_is_answered_without_a_body_over_h2_and_h1() {
+    // hyper leaves out a HEAD response's body over HTTP/1.1 but not over HTTP/2, where
+    // DATA after a HEAD's headers is a protocol error (curl: PROTOCOL_ERROR).
+    let f = Fixture::start().await;
+    let body: Bytes = (0..300_000usize).map(|i| (i % 251) as u8).collect();
+    f.origin.route(
+        "/big.bin",
+        Route::ok(body.clone()).header("content-type", "application/octet-stream"),
+    );
+    let stream = connect(&f.pki.client(&[b"h2"]), f.tls(), "b.test")
+        .await
+        .unwrap();
+    let mut sender = h2(stream).await;
+    // A miss (streamed, above 256 KiB), a small hit, a large hit.
+    for path in ["/big.bin", "/asset.css", "/big.bin"] {
+        let url = format!("https://b.test{path}");
+        let get = h2_send(&mut sender, "GET", &url, "").await;
+        let request = Request::builder()
+            .method("HEAD")
+            .uri(&url)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let head = collect(sender.send_request(request).await.unwrap()).await;
+        assert_eq!(head.status, 200, "{path}");
+        assert_eq!(head.version, Version::HTTP_2);
+        assert!(head.body.is_empty(), "{path}: a HEAD answer has no body");
+        assert_eq!(
+            head.header("content-length"),
+            Some(get.body.len().to_string().as_str()),
+            "{path}: the length GET would send"
+        );
+    }
+    let stream = connect(&f.pki.client(&[b"http/1.1"]), f.tls(), "b.test")
+        .await
+        .unwrap();
+    let head = h1(stream, "HEAD", "b.test", "/big.bin", "").await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
+}
+
+#[tokio::test]
 async fn http1_is_served_over_tls_when_the_client_offers_only_http1() {
     let f = Fixture::start().await;
     let stream = connect(&f.pki.client(&[b"http/1.1"]), f.tls(), "b.test")
