@@ -77,8 +77,8 @@ pub struct FillRequest {
     pub stale: Option<Arc<Entry>>,
     /// `http` or `https`: how the client that started the fill reached edge.
     pub proto: &'static str,
-    /// Whether the client would take the stored response whole (a GET without
-    /// preconditions or ranges that accepts identity), so that a large body may be
+    /// Whether the client would take the stored response whole (a GET or HEAD
+    /// without preconditions or ranges that accepts identity), so that a large body may be
     /// streamed to it while the fill reads ([`Filled::Streaming`]).
     pub stream: bool,
 }

@@ -404,7 +404,8 @@ impl Get<'_> {
     /// [`FillRequest::stream`]).
     fn takes_whole(&self) -> bool {
         let headers = &self.parts.headers;
-        self.parts.method == Method::GET
+        // HEAD too: its answer is the same head, the body never polled.
+        (self.parts.method == Method::GET || self.parts.method == Method::HEAD)
             && [
                 header::RANGE,
                 header::IF_MATCH,

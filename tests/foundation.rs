@@ -197,7 +197,7 @@ async fn a_large_miss_streams_to_its_client_while_it_is_stored() {
 }
 
 #[tokio::test]
-async fn a_small_miss_or_a_conditional_or_partial_one_is_read_whole_first() {
+async fn a_small_miss_or_a_conditional_or_partial_one_is_read_whole_first_a_head_is_not() {
     let origin = TestOrigin::start().await;
     let pause = Duration::from_millis(1000);
     let big = patterned(3 << 19);
@@ -227,13 +227,23 @@ async fn a_small_miss_or_a_conditional_or_partial_one_is_read_whole_first() {
     assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
     assert_eq!(r.bytes().await.unwrap(), big);
 
+    // HEAD takes the same head as GET: it need not wait for the body.
+    let started = std::time::Instant::now();
     let r = edge.client.head(edge.url("/head")).send().await.unwrap();
+    assert!(started.elapsed() < pause);
     assert_eq!(r.status(), 200);
-    assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
+    let cs = cache_status(&r);
+    assert!(cs.contains("detail=streaming"), "{cs}");
     assert_eq!(
         r.headers()["content-length"],
         big.len().to_string().as_str()
     );
+    assert!(r.bytes().await.unwrap().is_empty());
+    // The fill goes on without a body to feed, and stores it.
+    tokio::time::sleep(pause + Duration::from_millis(300)).await;
+    let r = edge.get("/head").await;
+    assert!(cache_status(&r).contains("hit"), "{}", cache_status(&r));
+    assert_eq!(r.bytes().await.unwrap(), big);
 }
 
 #[tokio::test]
