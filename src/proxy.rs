@@ -142,7 +142,8 @@ fn outcome_of(cache_status: &str) -> &'static str {
         "hit"
     } else if cache_status.contains("collapsed") {
         "collapsed"
-    } else if cache_status.contains("stored") {
+    } else if cache_status.contains("stored") || cache_status.contains("detail=streaming") {
+        // A miss, stored, or streaming while it is stored.
         "miss"
     } else if cache_status.contains("fwd=stale") {
         "revalidated"
@@ -962,6 +963,38 @@ fn decorate_pass(headers: &mut HeaderMap, status: CacheStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_cache_status_counts_as_its_outcome() {
+        for (status, outcome) in [
+            ("edge; hit; ttl=30", "hit"),
+            ("edge; fwd=uri-miss; fwd-status=200; stored", "miss"),
+            (
+                "edge; fwd=uri-miss; fwd-status=200; detail=streaming",
+                "miss",
+            ),
+            (
+                "edge; fwd=uri-miss; fwd-status=200; detail=not-stored",
+                "miss",
+            ),
+            ("edge; fwd=uri-miss; fwd-status=200; collapsed", "collapsed"),
+            (
+                "edge; fwd=uri-miss; fwd-status=200; collapsed; detail=streaming",
+                "collapsed",
+            ),
+            ("edge; fwd=stale; fwd-status=304", "revalidated"),
+            (
+                "edge; fwd=uri-miss; fwd-status=200; detail=no-store",
+                "pass",
+            ),
+            (
+                "edge; fwd=uri-miss; fwd-status=502; detail=origin-refused",
+                "pass",
+            ),
+        ] {
+            assert_eq!(outcome_of(status), outcome, "{status}");
+        }
+    }
 
     fn host_of(field: &str) -> Option<Host> {
         let request = Request::builder()
