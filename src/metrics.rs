@@ -203,6 +203,12 @@ impl Metrics {
         if outcome == "collapsed" {
             self.inner.coalesced.inc();
         }
+        self.body_bytes(encoding, bytes);
+    }
+
+    /// Counts `bytes` of response body sent in `encoding`: a response's declared length
+    /// (with [`Metrics::request`]), or a body of no declared length frame by frame.
+    pub fn body_bytes(&self, encoding: Option<&str>, bytes: u64) {
         if bytes > 0 {
             let coding = match encoding.map(str::trim) {
                 None | Some("") | Some("identity") => 0,

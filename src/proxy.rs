@@ -118,6 +118,24 @@ pub async fn handle(
     state
         .metrics
         .request(outcome, response.status().as_u16(), encoding, sent);
+    // A body of no declared length (chunked: a streamed miss, a pass) is counted as it
+    // goes.
+    if method != Method::HEAD
+        && !response.headers().contains_key(header::CONTENT_LENGTH)
+        && let ResponseBody::Boxed(_) = response.body()
+    {
+        let metrics = state.metrics.clone();
+        let coding = encoding.map(str::to_owned);
+        response = response.map(|body| {
+            let counted = http_body_util::BodyExt::map_frame(body, move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    metrics.body_bytes(coding.as_deref(), data.len() as u64);
+                }
+                frame
+            });
+            ResponseBody::from(Body::new(counted))
+        });
+    }
     if let Some(uri) = uri {
         tracing::info!(
             target: "edge::access",

@@ -584,6 +584,49 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
 }
 
 #[tokio::test]
+async fn bodies_of_no_declared_length_are_counted_as_they_are_sent() {
+    use common::Misbehaviour;
+    let chunked = Misbehaviour::ChunkedPause(std::time::Duration::ZERO);
+    let origin = origin_with(&[
+        // No freshness and no validator: passed through as the origin sends it.
+        (
+            "/api",
+            Route::ok(vec![b'a'; 10_000])
+                .without("cache-control")
+                .misbehave(chunked.clone()),
+        ),
+        // Large: streamed to its client while it is stored.
+        ("/big", Route::ok(vec![b'b'; 300_000]).misbehave(chunked)),
+    ])
+    .await;
+    let edge = TestEdge::start(&origin).await;
+    for (path, len, detail) in [
+        ("/api", 10_000, "no-freshness"),
+        ("/big", 300_000, "streaming"),
+    ] {
+        let r = edge.get(path).await;
+        assert!(cache_status(&r).contains(detail), "{}", cache_status(&r));
+        assert!(r.headers().get("content-length").is_none(), "chunked");
+        assert_eq!(r.bytes().await.unwrap().len(), len);
+    }
+    let text = edge
+        .client
+        .get(edge.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let identity: f64 = parse_prometheus(&text)
+        .iter()
+        .filter(|(n, l, _)| n == "edge_response_body_bytes_total" && l.contains("identity"))
+        .map(|(_, _, v)| v)
+        .sum();
+    assert_eq!(identity, 310_000.0, "{text}");
+}
+
+#[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     let origin = origin_with(&[("/a", Route::ok("aaaa").header("surrogate-key", "k"))]).await;
     let edge = TestEdge::start(&origin).await;
