@@ -78,8 +78,9 @@ pub struct FillRequest {
     /// `http` or `https`: how the client that started the fill reached edge.
     pub proto: &'static str,
     /// Whether the client would take the stored response whole (a GET or HEAD
-    /// without preconditions or ranges that accepts identity), so that a large body may be
-    /// streamed to it while the fill reads ([`Filled::Streaming`]).
+    /// without preconditions or ranges that accepts identity) and no stale entry could
+    /// answer for a failing origin, so that a large body may be streamed to it while
+    /// the fill reads ([`Filled::Streaming`]).
     pub stream: bool,
 }
 

@@ -550,8 +550,16 @@ impl Get<'_> {
     }
 
     fn fill_request(&self, stale: Option<Arc<Entry>>) -> FillRequest {
+        // A stale entry that may answer for a failing origin (stale-if-error) keeps its
+        // revalidation's new body read whole: a body cut half-way is then still
+        // answered with the stale entry, where a streamed one would be cut short.
+        let now = self.state.clock.now();
+        let stream = self.takes_whole()
+            && stale
+                .as_ref()
+                .is_none_or(|entry| !self.within_stale_if_error(entry, now));
         FillRequest {
-            stream: stale.is_none() && self.takes_whole(),
+            stream,
             primary: self.primary().clone(),
             client_headers: self.parts.headers.clone(),
             peer: self.peer,

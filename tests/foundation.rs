@@ -401,6 +401,53 @@ async fn a_streamed_fill_goes_on_when_its_client_leaves_or_lags() {
 }
 
 #[tokio::test]
+async fn a_revalidation_streams_a_new_large_body_unless_stale_if_error_may_answer() {
+    let origin = TestOrigin::start().await;
+    let pause = Duration::from_millis(1000);
+    let version = |n: u8| {
+        let body = patterned(3 << 19)
+            .iter()
+            .map(|b| b ^ n)
+            .collect::<bytes::Bytes>();
+        let route = Route::ok(body.clone())
+            .without("cache-control")
+            .header("cache-control", "max-age=10")
+            .misbehave(Misbehaviour::PauseMidBody(pause));
+        (body, route)
+    };
+    for (site, streams) in [("", true), ("stale_if_error = \"1h\"", false)] {
+        let (v1, route) = version(1);
+        origin.route("/v", route);
+        let edge = TestEdge::start_site(&origin, site).await;
+        assert_eq!(edge.get("/v").await.bytes().await.unwrap(), v1);
+        edge.advance(60);
+        let (v2, route) = version(2);
+        origin.route("/v", route);
+        let started = std::time::Instant::now();
+        let r = edge.get("/v").await;
+        let cs = cache_status(&r);
+        assert!(
+            cs.contains("fwd=stale") && cs.contains("fwd-status=200"),
+            "{cs}"
+        );
+        assert_eq!(cs.contains("detail=streaming"), streams, "{site}: {cs}");
+        assert_eq!(
+            started.elapsed() < pause,
+            streams,
+            "{site}: head after the pause?"
+        );
+        assert_eq!(r.bytes().await.unwrap(), v2, "{site}");
+        let r = edge.get("/v").await;
+        assert!(
+            cache_status(&r).contains("hit"),
+            "{site}: {}",
+            cache_status(&r)
+        );
+        assert_eq!(r.bytes().await.unwrap(), v2, "{site}");
+    }
+}
+
+#[tokio::test]
 async fn a_streamed_miss_found_too_large_releases_its_followers_at_once() {
     let origin = TestOrigin::start().await;
     let body = patterned(3 << 20);
