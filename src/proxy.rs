@@ -78,6 +78,8 @@ pub async fn handle(
         None => Err(EdgeError::BadRequest("missing or invalid Host")),
     }
     .unwrap_or_else(|error| error.into_response().map(ResponseBody::from));
+    // A body's own length when it knows it (hyper sends it as Content-Length).
+    let exact = http_body::Body::size_hint(response.body()).exact();
     let headers = response.headers_mut();
     // Looked up before inserting: `entry` reserves room first, and on a map exactly at
     // capacity that is a reallocation even when the field is there.
@@ -105,11 +107,11 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(outcome_of)
         .unwrap_or("pass");
-    let bytes = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = declared.or(exact).unwrap_or(0);
     let encoding = response
         .headers()
         .get(header::CONTENT_ENCODING)
@@ -118,12 +120,9 @@ pub async fn handle(
     state
         .metrics
         .request(outcome, response.status().as_u16(), encoding, sent);
-    // A body of no declared length (chunked: a streamed miss, a pass) is counted as it
-    // goes.
-    if method != Method::HEAD
-        && !response.headers().contains_key(header::CONTENT_LENGTH)
-        && let ResponseBody::Boxed(_) = response.body()
-    {
+    // A body of no known length (sent chunked: a streamed miss, a pass) is counted as
+    // it goes. The wrapper hides a size hint, so a body that knows its length keeps it.
+    if method != Method::HEAD && declared.is_none() && exact.is_none() {
         let metrics = state.metrics.clone();
         let coding = encoding.map(str::to_owned);
         response = response.map(|body| {
@@ -415,7 +414,11 @@ impl Get<'_> {
         if varies || !self.takes_whole() {
             return None;
         }
-        let body = tap.body().await?;
+        // A HEAD answer has no body (the listener drops it): no need to tap one.
+        let body = match self.parts.method {
+            Method::HEAD => Body::empty(),
+            _ => tap.body().await?,
+        };
         Some(self.respond_streaming(tap, body, reason, true))
     }
 
@@ -423,8 +426,11 @@ impl Get<'_> {
     /// [`FillRequest::stream`]).
     fn takes_whole(&self) -> bool {
         let headers = &self.parts.headers;
-        // HEAD too: its answer is the same head, the body never polled.
+        // HEAD too: its answer is the same head, the body never polled. Not HTTP/1.0:
+        // without chunked coding, a body of unknown length ends when the connection
+        // closes, and one cut short would look whole.
         (self.parts.method == Method::GET || self.parts.method == Method::HEAD)
+            && self.parts.version >= http::Version::HTTP_11
             && [
                 header::RANGE,
                 header::IF_MATCH,

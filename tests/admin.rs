@@ -600,6 +600,16 @@ async fn bodies_of_no_declared_length_are_counted_as_they_are_sent() {
     ])
     .await;
     let edge = TestEdge::start(&origin).await;
+    // An answer edge makes itself knows its length and keeps its Content-Length.
+    origin.route("/garbage", Route::ok("x").misbehave(Misbehaviour::Garbage));
+    let r = edge.get("/garbage").await;
+    assert_eq!(r.status(), 502);
+    let length: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), length);
     for (path, len, detail) in [
         ("/api", 10_000, "no-freshness"),
         ("/big", 300_000, "streaming"),
@@ -623,7 +633,7 @@ async fn bodies_of_no_declared_length_are_counted_as_they_are_sent() {
         .filter(|(n, l, _)| n == "edge_response_body_bytes_total" && l.contains("identity"))
         .map(|(_, _, v)| v)
         .sum();
-    assert_eq!(identity, 310_000.0, "{text}");
+    assert_eq!(identity, 310_000.0 + length as f64, "{text}");
 }
 
 #[tokio::test]

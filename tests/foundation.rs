@@ -313,6 +313,22 @@ async fn requests_during_a_streamed_fill_stream_it_too_or_wait_for_the_entry() {
         second.headers()["content-length"],
         body.len().to_string().as_str()
     );
+    // A HEAD joins it too, without a body.
+    let head = edge.client.head(edge.url("/big")).send().await.unwrap();
+    let cs = cache_status(&head);
+    assert!(
+        cs.contains("collapsed") && cs.contains("detail=streaming"),
+        "{cs}"
+    );
+    assert_eq!(
+        head.headers()["content-length"],
+        body.len().to_string().as_str()
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+    assert!(
+        started.elapsed() < pause,
+        "the HEAD waited for the whole body"
+    );
     // One that needs the stored entry (a range, here) waits for it.
     let ranged = edge.get_with("/big", &[("range", "bytes=1000-1999")]).await;
     assert_eq!(ranged.status(), 206);

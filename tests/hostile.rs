@@ -30,6 +30,31 @@ async fn raw(edge: &TestEdge, request: &[u8]) -> String {
 }
 
 #[tokio::test]
+async fn an_http10_client_gets_a_large_chunked_miss_whole_with_its_length() {
+    // HTTP/1.0 has no chunked coding: a body of unknown length ends with the
+    // connection, so a streamed one cut short would look whole. It is read whole first.
+    let origin = TestOrigin::start().await;
+    let body: Bytes = (0..3usize << 19).map(|i| (i % 241) as u8).collect();
+    origin.route(
+        "/big",
+        Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(Duration::ZERO)),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let answer = raw(&edge, b"GET /big HTTP/1.0\r\nhost: x\r\n\r\n").await;
+    let head = answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    assert!(head.contains("; stored"), "{head}");
+}
+
+#[tokio::test]
 async fn oversized_request_head_gets_431() {
     let origin = TestOrigin::start().await;
     let edge = edge_with_limits(&origin, "max_header_bytes = \"8KiB\"").await;
