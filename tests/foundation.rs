@@ -148,6 +148,27 @@ fn patterned(len: usize) -> bytes::Bytes {
         .collect()
 }
 
+/// An origin that answers `path` with `body`, misbehaving as `misbehaviour`, and an
+/// edge in front of it with `cache_extra` in `[cache]`.
+async fn serving(
+    path: &str,
+    body: &bytes::Bytes,
+    misbehaviour: Misbehaviour,
+    cache_extra: &str,
+) -> (TestOrigin, TestEdge) {
+    let origin = TestOrigin::start().await;
+    origin.route(path, Route::ok(body.clone()).misbehave(misbehaviour));
+    let edge = TestEdge::start_with(&origin, cache_extra).await;
+    (origin, edge)
+}
+
+/// GETs `path`, whose answer must be streaming while its fill reads.
+async fn get_streaming(edge: &TestEdge, path: &str) -> reqwest::Response {
+    let r = edge.get(path).await;
+    assert!(cache_status(&r).contains("detail=streaming"), "{path}");
+    r
+}
+
 #[tokio::test]
 async fn a_large_miss_streams_to_its_client_while_it_is_stored() {
     let origin = TestOrigin::start().await;
@@ -286,17 +307,11 @@ async fn a_streamed_miss_the_origin_cuts_off_fails_its_client_and_is_not_stored(
 
 #[tokio::test]
 async fn requests_during_a_streamed_fill_stream_it_too_or_wait_for_the_entry() {
-    let origin = TestOrigin::start().await;
     let body = patterned(3 << 19);
     let pause = Duration::from_millis(1000);
-    origin.route(
-        "/big",
-        Route::ok(body.clone()).misbehave(Misbehaviour::PauseMidBody(pause)),
-    );
-    let edge = TestEdge::start(&origin).await;
+    let (origin, edge) = serving("/big", &body, Misbehaviour::PauseMidBody(pause), "").await;
     let started = std::time::Instant::now();
-    let first = edge.get("/big").await;
-    assert!(cache_status(&first).contains("detail=streaming"));
+    let first = get_streaming(&edge, "/big").await;
     // A follower that takes the whole response streams it from the same fill, from
     // its first byte, before the origin has sent the rest.
     let second = edge.get("/big").await;
@@ -345,13 +360,9 @@ async fn requests_during_a_streamed_fill_stream_it_too_or_wait_for_the_entry() {
 
 #[tokio::test]
 async fn a_cut_off_streamed_fill_fails_its_followers_too() {
-    let origin = TestOrigin::start().await;
     let body = patterned(3 << 19);
-    origin.route(
-        "/reset",
-        Route::ok(body.clone()).misbehave(Misbehaviour::PauseThenReset(Duration::from_millis(500))),
-    );
-    let edge = TestEdge::start(&origin).await;
+    let reset = Misbehaviour::PauseThenReset(Duration::from_millis(500));
+    let (origin, edge) = serving("/reset", &body, reset, "").await;
     let first = edge.get("/reset").await;
     let second = edge.get("/reset").await;
     assert!(cache_status(&second).contains("collapsed"));
@@ -465,17 +476,12 @@ async fn a_revalidation_streams_a_new_large_body_unless_stale_if_error_may_answe
 
 #[tokio::test]
 async fn a_streamed_miss_found_too_large_releases_its_followers_at_once() {
-    let origin = TestOrigin::start().await;
     let body = patterned(3 << 20);
     let pause = Duration::from_millis(1500);
-    origin.route(
-        "/huge",
-        Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(pause)),
-    );
-    let edge = TestEdge::start_with(&origin, "max_object_size = \"1MiB\"").await;
+    let chunked = Misbehaviour::ChunkedPause(pause);
+    let (origin, edge) = serving("/huge", &body, chunked, "max_object_size = \"1MiB\"").await;
     let started = std::time::Instant::now();
-    let first = edge.get("/huge").await;
-    assert!(cache_status(&first).contains("detail=streaming"));
+    let first = get_streaming(&edge, "/huge").await;
     // The first half (1.5 MiB) is in: the fill knows it cannot store the body.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = edge.get("/huge").await;
@@ -491,15 +497,10 @@ async fn a_streamed_miss_found_too_large_releases_its_followers_at_once() {
 
 #[tokio::test]
 async fn a_streamed_chunked_miss_past_the_largest_storable_size_completes_uncached() {
-    let origin = TestOrigin::start().await;
     let body = patterned(3 << 20);
-    origin.route(
-        "/huge",
-        Route::ok(body.clone()).misbehave(Misbehaviour::ChunkedPause(Duration::ZERO)),
-    );
-    let edge = TestEdge::start_with(&origin, "max_object_size = \"2MiB\"").await;
-    let r = edge.get("/huge").await;
-    assert!(cache_status(&r).contains("detail=streaming"));
+    let chunked = Misbehaviour::ChunkedPause(Duration::ZERO);
+    let (origin, edge) = serving("/huge", &body, chunked, "max_object_size = \"2MiB\"").await;
+    let r = get_streaming(&edge, "/huge").await;
     assert_eq!(r.bytes().await.unwrap(), body);
     let r = edge.get("/huge").await;
     assert!(!cache_status(&r).contains("hit"), "{}", cache_status(&r));

@@ -152,6 +152,14 @@ where
     sender
 }
 
+/// An HTTP/2 connection to `b.test` over TLS (ALPN `h2` only).
+async fn h2_to_b(f: &Fixture) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = connect(&f.pki.client(&[b"h2"]), f.tls(), "b.test")
+        .await
+        .unwrap();
+    h2(stream).await
+}
+
 /// An HTTP/2 connection over `stream` that sends a PING every 200 ms, idle or not.
 async fn h2_pinging<S>(stream: S) -> hyper::client::conn::http2::SendRequest<Full<Bytes>>
 where
@@ -408,10 +416,7 @@ async fn a_large_memory_hit_arrives_whole_over_h2() {
         "/big.bin",
         Route::ok(body.clone()).header("content-type", "application/octet-stream"),
     );
-    let stream = connect(&f.pki.client(&[b"h2"]), f.tls(), "b.test")
-        .await
-        .unwrap();
-    let mut sender = h2(stream).await;
+    let mut sender = h2_to_b(&f).await;
     let miss = h2_send(&mut sender, "GET", "https://b.test/big.bin", "").await;
     assert_eq!(miss.status, 200);
     assert!(miss.body == body, "the miss, whole");
@@ -435,10 +440,7 @@ async fn head_is_answered_without_a_body_over_h2_and_h1() {
         "/big.bin",
         Route::ok(body.clone()).header("content-type", "application/octet-stream"),
     );
-    let stream = connect(&f.pki.client(&[b"h2"]), f.tls(), "b.test")
-        .await
-        .unwrap();
-    let mut sender = h2(stream).await;
+    let mut sender = h2_to_b(&f).await;
     // A miss (streamed, above 256 KiB), a small hit, a large hit.
     for path in ["/big.bin", "/asset.css", "/big.bin"] {
         let url = format!("https://b.test{path}");
