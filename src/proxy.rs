@@ -120,35 +120,90 @@ pub async fn handle(
     state
         .metrics
         .request(outcome, response.status().as_u16(), encoding, sent);
+    let unknown_length = method != Method::HEAD && declared.is_none() && exact.is_none();
+    let line = uri.map(|uri| AccessLine {
+        method,
+        host,
+        uri,
+        status: response.status().as_u16(),
+        outcome,
+        started,
+    });
     // A body of no known length (sent chunked: a streamed miss, a pass) is counted as
-    // it goes. The wrapper hides a size hint, so a body that knows its length keeps it.
-    if method != Method::HEAD && declared.is_none() && exact.is_none() {
-        let metrics = state.metrics.clone();
-        let coding = encoding.map(str::to_owned);
-        response = response.map(|body| {
-            let counted = http_body_util::BodyExt::map_frame(body, move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    metrics.body_bytes(coding.as_deref(), data.len() as u64);
-                }
-                frame
-            });
-            ResponseBody::from(Body::new(counted))
-        });
+    // it goes, and logged when it ends with the bytes it sent. The wrapper hides a size
+    // hint, so a body that knows its length keeps it and is logged now.
+    if !unknown_length {
+        if let Some(line) = line {
+            line.log(bytes);
+        }
+        return response;
     }
-    if let Some(uri) = uri {
+    let mut tally = Tally {
+        metrics: state.metrics.clone(),
+        coding: encoding.map(str::to_owned),
+        bytes: 0,
+        line,
+    };
+    response.map(|body| {
+        let counted = http_body_util::BodyExt::map_frame(body, move |frame| {
+            if let Some(data) = frame.data_ref() {
+                tally.count(data.len() as u64);
+            }
+            frame
+        });
+        ResponseBody::from(Body::new(counted))
+    })
+}
+
+/// One request's access log line, written when its answer is complete.
+struct AccessLine {
+    method: Method,
+    host: Option<Host>,
+    uri: http::Uri,
+    status: u16,
+    outcome: &'static str,
+    started: Instant,
+}
+
+impl AccessLine {
+    fn log(&self, bytes: u64) {
         tracing::info!(
             target: "edge::access",
-            %method,
-            host = host.as_deref().unwrap_or_default(),
-            path = uri.path(),
-            status = response.status().as_u16(),
-            cache = outcome,
+            method = %self.method,
+            host = self.host.as_deref().unwrap_or_default(),
+            path = self.uri.path(),
+            status = self.status,
+            cache = self.outcome,
             bytes,
-            micros = started.elapsed().as_micros() as u64,
+            micros = self.started.elapsed().as_micros() as u64,
             "request"
         );
     }
-    response
+}
+
+/// The bytes of a body of unknown length as they are sent: counted in the metrics
+/// frame by frame, and logged once the body is done with (sent whole, cut off, or
+/// dropped with the client).
+struct Tally {
+    metrics: crate::metrics::Metrics,
+    coding: Option<String>,
+    bytes: u64,
+    line: Option<AccessLine>,
+}
+
+impl Tally {
+    fn count(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        self.metrics.body_bytes(self.coding.as_deref(), bytes);
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if let Some(line) = &self.line {
+            line.log(self.bytes);
+        }
+    }
 }
 
 fn outcome_of(cache_status: &str) -> &'static str {

@@ -583,9 +583,60 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
     samples
 }
 
+/// What a `tracing` subscriber writes, kept in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    /// Waits up to 5 s for an access log line for `path`, and returns it.
+    async fn access_line(&self, path: &str) -> String {
+        let field = format!("path=\"{path}\" ");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+            if let Some(line) = text.lines().find(|l| l.contains(&field)) {
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no access log line for {path} in:\n{text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
 #[tokio::test]
-async fn bodies_of_no_declared_length_are_counted_as_they_are_sent() {
+async fn bodies_of_no_declared_length_are_counted_and_logged_as_they_are_sent() {
     use common::Misbehaviour;
+    // The edge runs on this test's one thread, so this thread's subscriber sees its
+    // access log.
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
     let chunked = Misbehaviour::ChunkedPause(std::time::Duration::ZERO);
     let origin = origin_with(&[
         // No freshness and no validator: passed through as the origin sends it.
@@ -618,7 +669,12 @@ async fn bodies_of_no_declared_length_are_counted_as_they_are_sent() {
         assert!(cache_status(&r).contains(detail), "{}", cache_status(&r));
         assert!(r.headers().get("content-length").is_none(), "chunked");
         assert_eq!(r.bytes().await.unwrap().len(), len);
+        // Logged once the body is sent, with the bytes it had.
+        let line = log.access_line(path).await;
+        assert!(line.contains(&format!(" bytes={len} ")), "{line}");
     }
+    let line = log.access_line("/garbage").await;
+    assert!(line.contains(&format!(" bytes={length} ")), "{line}");
     let text = edge
         .client
         .get(edge.admin_url("/metrics"))
