@@ -12,25 +12,26 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use http::{Method, Request, Response};
+use bytes::Bytes;
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::body::{Guarded, ResponseBody};
+use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::tls::Scheme;
 
@@ -226,6 +227,7 @@ impl<H: Handler> Connection<H> {
             let preparing = Preparing::enter(&activity);
             let open = Open::enter(&activity);
             let head = request.method() == Method::HEAD;
+            let http1 = request.version() < Version::HTTP_2;
             let response = handler.call(request, peer, scheme);
             async move {
                 let response = response.await;
@@ -237,7 +239,11 @@ impl<H: Handler> Connection<H> {
                     true => response.map(|_| ResponseBody::empty()),
                     false => response,
                 };
-                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked::new(body, open)))
+                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+                    body,
+                    open,
+                    http1,
+                }))
             }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -262,6 +268,9 @@ struct Activity {
     open: AtomicUsize,
     /// Requests received so far.
     received: AtomicU64,
+    /// Whether an HTTP/1 response body failed part-way, so that the connection must end
+    /// with a reset: a clean close would make the part sent look whole.
+    cut_off: AtomicBool,
 }
 
 /// Counts a request in [`Activity::preparing`] while it lives.
@@ -299,8 +308,38 @@ impl Drop for Open {
 }
 
 /// A response body that keeps its request counted as open until hyper drops it, once
-/// it has been sent.
-type Tracked = Guarded<ResponseBody, Open>;
+/// it has been sent, and marks an HTTP/1 connection [`Activity::cut_off`] when it fails
+/// part-way. (HTTP/2 resets just that stream.)
+struct Tracked {
+    body: ResponseBody,
+    open: Open,
+    http1: bool,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if this.http1 && matches!(frame, Poll::Ready(Some(Err(_)))) {
+            this.open.0.cut_off.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// What an HTTP/1.1 client is sent when it does not finish a request head in time.
 fn request_timeout() -> Vec<u8> {
@@ -461,11 +500,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadTimeout<S> {
     }
 }
 
-/// A stream that fails with `TimedOut` once no byte has moved in either direction for
-/// its timeout while no request is being prepared, so that an idle or slow-dripping
-/// client cannot hold a connection.
-struct IdleTimeout<S> {
-    inner: S,
+/// A client's socket that fails with `TimedOut` once no byte has moved in either
+/// direction for its timeout while no request is being prepared, so that an idle or
+/// slow-dripping client cannot hold a connection. Closed with a reset when a response
+/// was cut off ([`Activity::cut_off`]).
+struct IdleTimeout {
+    inner: TcpStream,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
     /// When a byte last moved. The timer is not reset on every read and write (a
@@ -474,9 +514,9 @@ struct IdleTimeout<S> {
     activity: Arc<Activity>,
 }
 
-impl<S> IdleTimeout<S> {
+impl IdleTimeout {
     /// Wraps `inner`, idle unless `activity` has a request being prepared.
-    fn new(inner: S, timeout: Duration, activity: Arc<Activity>) -> Self {
+    fn new(inner: TcpStream, timeout: Duration, activity: Arc<Activity>) -> Self {
         IdleTimeout {
             inner,
             timeout,
@@ -506,7 +546,7 @@ impl<S> IdleTimeout<S> {
     }
 }
 
-impl<S> IdleTimeout<S> {
+impl IdleTimeout {
     /// Counts a write as activity, or fails a stalled one once the connection is idle.
     fn after_write(
         &mut self,
@@ -534,7 +574,18 @@ fn timed_out() -> io::Error {
     )
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
+impl Drop for IdleTimeout {
+    fn drop(&mut self) {
+        // RFC 9112 §8: a client must be able to tell a response cut short from a whole
+        // one. A body delimited by the close (HTTP/1.0) ends cleanly either way; only a
+        // reset tells it. (A chunked one lacks its last chunk, and is reset alike.)
+        if self.activity.cut_off.load(Ordering::Acquire) {
+            let _ = self.inner.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for IdleTimeout {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -554,7 +605,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
+impl AsyncWrite for IdleTimeout {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -55,6 +55,41 @@ async fn an_http10_client_gets_a_large_chunked_miss_whole_with_its_length() {
 }
 
 #[tokio::test]
+async fn a_pass_through_cut_short_resets_an_http10_client_instead_of_ending_cleanly() {
+    // HTTP/1.0 has no chunked coding: a body of unknown length ends with the
+    // connection. When the origin cuts it short, a clean close would make the part
+    // sent look whole, so edge resets the connection instead.
+    let origin = TestOrigin::start().await;
+    let body: Bytes = (0..64 * 1024usize).map(|i| (i % 239) as u8).collect();
+    // No freshness and no validator: passed through as it arrives.
+    origin.route(
+        "/api",
+        Route::ok(body)
+            .without("cache-control")
+            .misbehave(Misbehaviour::TruncatedChunked),
+    );
+    let edge = TestEdge::start(&origin).await;
+    for version in ["1.0", "1.1"] {
+        let mut stream = TcpStream::connect(edge.running.addr).await.unwrap();
+        let request = format!("GET /api HTTP/{version}\r\nhost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+            .await
+            .expect("the connection ends");
+        let error = read.expect_err("a reset, not a clean end");
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "HTTP/{version}"
+        );
+    }
+    // The connections that follow are served as usual.
+    origin.route("/ok", Route::ok("fine"));
+    assert_eq!(edge.get("/ok").await.text().await.unwrap(), "fine");
+}
+
+#[tokio::test]
 async fn oversized_request_head_gets_431() {
     let origin = TestOrigin::start().await;
     let edge = edge_with_limits(&origin, "max_header_bytes = \"8KiB\"").await;
