@@ -134,7 +134,7 @@ pub async fn handle(
     // hint, so a body that knows its length keeps it and is logged now.
     if !unknown_length {
         if let Some(line) = line {
-            line.log(bytes);
+            line.log(sent);
         }
         return response;
     }

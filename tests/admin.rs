@@ -607,9 +607,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 }
 
 impl Captured {
-    /// Waits up to 5 s for an access log line for `path`, and returns it.
-    async fn access_line(&self, path: &str) -> String {
-        let field = format!("path=\"{path}\" ");
+    /// Waits up to 5 s for an access log line for `method` and `path`, and returns it.
+    async fn access_line(&self, method: &str, path: &str) -> String {
+        let field = format!("method={method} host=\"127.0.0.1\" path=\"{path}\" ");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
@@ -670,11 +670,16 @@ async fn bodies_of_no_declared_length_are_counted_and_logged_as_they_are_sent() 
         assert!(r.headers().get("content-length").is_none(), "chunked");
         assert_eq!(r.bytes().await.unwrap().len(), len);
         // Logged once the body is sent, with the bytes it had.
-        let line = log.access_line(path).await;
+        let line = log.access_line("GET", path).await;
         assert!(line.contains(&format!(" bytes={len} ")), "{line}");
     }
-    let line = log.access_line("/garbage").await;
+    let line = log.access_line("GET", "/garbage").await;
     assert!(line.contains(&format!(" bytes={length} ")), "{line}");
+    // A HEAD answer sends no body, whatever its Content-Length says.
+    let r = edge.client.head(edge.url("/big")).send().await.unwrap();
+    assert_eq!(r.headers()["content-length"], "300000");
+    let line = log.access_line("HEAD", "/big").await;
+    assert!(line.contains(" bytes=0 "), "{line}");
     let text = edge
         .client
         .get(edge.admin_url("/metrics"))
