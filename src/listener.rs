@@ -239,11 +239,9 @@ impl<H: Handler> Connection<H> {
                     true => response.map(|_| ResponseBody::empty()),
                     false => response,
                 };
-                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
-                    body,
-                    open,
-                    http1,
-                }))
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Tracked::new(body, open, http1)),
+                )
             }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -261,8 +259,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// What a connection's requests are doing, read by its timers.
 #[derive(Default)]
 struct Activity {
-    /// Requests whose response edge is still preparing (waiting for an origin is not
-    /// the client idling).
+    /// Requests whose response edge is still preparing, or whose body is waiting for
+    /// its next bytes (from an origin, a fill): waiting for an origin is not the client
+    /// idling.
     preparing: AtomicUsize,
     /// Requests whose response has not been sent in full.
     open: AtomicUsize,
@@ -308,12 +307,45 @@ impl Drop for Open {
 }
 
 /// A response body that keeps its request counted as open until hyper drops it, once
-/// it has been sent, and marks an HTTP/1 connection [`Activity::cut_off`] when it fails
-/// part-way. (HTTP/2 resets just that stream.)
+/// it has been sent; counts it as preparing while it waits for its next bytes; and
+/// marks an HTTP/1 connection [`Activity::cut_off`] when it fails part-way. (HTTP/2
+/// resets just that stream.)
 struct Tracked {
     body: ResponseBody,
     open: Open,
     http1: bool,
+    /// Whether this body is counted in [`Activity::preparing`].
+    waiting: bool,
+}
+
+impl Tracked {
+    fn new(body: ResponseBody, open: Open, http1: bool) -> Self {
+        Tracked {
+            body,
+            open,
+            http1,
+            waiting: false,
+        }
+    }
+
+    /// Counts the body as preparing (hyper polls it only when the client has taken
+    /// what it was given, so a pending body waits for its source) or not.
+    fn wait(&mut self, waiting: bool) {
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            let preparing = &self.open.0.preparing;
+            match waiting {
+                true => preparing.fetch_add(1, Ordering::AcqRel),
+                false => preparing.fetch_sub(1, Ordering::AcqRel),
+            };
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.wait(false);
+    }
 }
 
 impl http_body::Body for Tracked {
@@ -326,6 +358,7 @@ impl http_body::Body for Tracked {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.body).poll_frame(cx);
+        this.wait(frame.is_pending());
         if this.http1 && matches!(frame, Poll::Ready(Some(Err(_)))) {
             this.open.0.cut_off.store(true, Ordering::Release);
         }

@@ -449,6 +449,35 @@ async fn keep_alive_between_requests_is_bounded_by_idle_not_head_timeout() {
 }
 
 #[tokio::test]
+async fn a_body_waiting_on_a_slow_origin_is_not_cut_by_the_idle_timeout() {
+    // The origin pauses mid-body for longer than idle_timeout: that is the origin's
+    // silence (bounded by its own body_timeout), not the client idling.
+    let origin = TestOrigin::start().await;
+    let body: Bytes = (0..1usize << 20).map(|i| (i % 233) as u8).collect();
+    let pause = Misbehaviour::ChunkedPause(Duration::from_millis(2500));
+    // Stored: streams to its client once 512 KiB have come (a streaming fill).
+    origin.route("/fill", Route::ok(body.clone()).misbehave(pause.clone()));
+    // No freshness: passed through as it arrives.
+    origin.route(
+        "/pass",
+        Route::ok(body.clone())
+            .without("cache-control")
+            .misbehave(pause),
+    );
+    let edge = edge_with_limits(
+        &origin,
+        "idle_timeout = \"1s\"\nheader_read_timeout = \"30s\"",
+    )
+    .await;
+    for (path, detail) in [("/fill", "streaming"), ("/pass", "no-freshness")] {
+        let r = edge.get(path).await;
+        assert!(cache_status(&r).contains(detail), "{}", cache_status(&r));
+        let got = r.bytes().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(got == body, "{path}: {} of {} bytes", got.len(), body.len());
+    }
+}
+
+#[tokio::test]
 async fn idle_connection_is_closed() {
     let origin = TestOrigin::start().await;
     let edge = edge_with_limits(
