@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, Version, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -227,7 +227,7 @@ impl<H: Handler> Connection<H> {
             let preparing = Preparing::enter(&activity);
             let open = Open::enter(&activity);
             let head = request.method() == Method::HEAD;
-            let http1 = request.version() < Version::HTTP_2;
+            let http10 = request.version() <= Version::HTTP_10;
             let response = handler.call(request, peer, scheme);
             async move {
                 let response = response.await;
@@ -239,8 +239,15 @@ impl<H: Handler> Connection<H> {
                     true => response.map(|_| ResponseBody::empty()),
                     false => response,
                 };
+                // HTTP/1.0 has no chunked coding: a body of unknown length ends with the
+                // connection (RFC 9112 §6.3), as hyper sends it.
+                let close_delimited = http10
+                    && !response.headers().contains_key(header::CONTENT_LENGTH)
+                    && http_body::Body::size_hint(response.body())
+                        .exact()
+                        .is_none();
                 Ok::<_, std::convert::Infallible>(
-                    response.map(|body| Tracked::new(body, open, http1)),
+                    response.map(|body| Tracked::new(body, open, close_delimited)),
                 )
             }
         });
@@ -267,8 +274,9 @@ struct Activity {
     open: AtomicUsize,
     /// Requests received so far.
     received: AtomicU64,
-    /// Whether an HTTP/1 response body failed part-way, so that the connection must end
-    /// with a reset: a clean close would make the part sent look whole.
+    /// Whether a response body delimited by the connection's close failed part-way, so
+    /// that the connection must end with a reset: a clean close would make the part
+    /// sent look whole.
     cut_off: AtomicBool,
 }
 
@@ -308,22 +316,23 @@ impl Drop for Open {
 
 /// A response body that keeps its request counted as open until hyper drops it, once
 /// it has been sent; counts it as preparing while it waits for its next bytes; and
-/// marks an HTTP/1 connection [`Activity::cut_off`] when it fails part-way. (HTTP/2
-/// resets just that stream.)
+/// marks the connection [`Activity::cut_off`] when it fails part-way and its end is
+/// the connection's close. (Otherwise the client can tell already: an HTTP/1.1 body
+/// lacks its last chunk or part of its Content-Length, and HTTP/2 resets the stream.)
 struct Tracked {
     body: ResponseBody,
     open: Open,
-    http1: bool,
+    close_delimited: bool,
     /// Whether this body is counted in [`Activity::preparing`].
     waiting: bool,
 }
 
 impl Tracked {
-    fn new(body: ResponseBody, open: Open, http1: bool) -> Self {
+    fn new(body: ResponseBody, open: Open, close_delimited: bool) -> Self {
         Tracked {
             body,
             open,
-            http1,
+            close_delimited,
             waiting: false,
         }
     }
@@ -359,7 +368,7 @@ impl http_body::Body for Tracked {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.body).poll_frame(cx);
         this.wait(frame.is_pending());
-        if this.http1 && matches!(frame, Poll::Ready(Some(Err(_)))) {
+        if this.close_delimited && matches!(frame, Poll::Ready(Some(Err(_)))) {
             this.open.0.cut_off.store(true, Ordering::Release);
         }
         frame
@@ -536,7 +545,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadTimeout<S> {
 /// A client's socket that fails with `TimedOut` once no byte has moved in either
 /// direction for its timeout while no request is being prepared, so that an idle or
 /// slow-dripping client cannot hold a connection. Closed with a reset when a response
-/// was cut off ([`Activity::cut_off`]).
+/// delimited by the close was cut off ([`Activity::cut_off`]).
 struct IdleTimeout {
     inner: TcpStream,
     timeout: Duration,
@@ -610,8 +619,8 @@ fn timed_out() -> io::Error {
 impl Drop for IdleTimeout {
     fn drop(&mut self) {
         // RFC 9112 §8: a client must be able to tell a response cut short from a whole
-        // one. A body delimited by the close (HTTP/1.0) ends cleanly either way; only a
-        // reset tells it. (A chunked one lacks its last chunk, and is reset alike.)
+        // one. A body delimited by the close ends cleanly either way; only a reset tells.
+        // Elsewhere the usual close keeps what the kernel still has to send.
         if self.activity.cut_off.load(Ordering::Acquire) {
             let _ = self.inner.set_zero_linger();
         }
