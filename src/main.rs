@@ -247,17 +247,22 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
 /// 20 ms on one pinned thread (nginx 22 ms in the same run), 59–63 ms → 22–25 ms on two
 /// threads; with 64 connections, throughput and p99 did not move beyond the noise.
 fn runtime(workers: usize) -> tokio::runtime::Builder {
-    let workers = match workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
+    let one = match workers {
+        // Left to tokio, which also honours TOKIO_WORKER_THREADS.
+        0 => {
+            std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+                && !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+        }
+        n => n == 1,
     };
-    if workers == 1 {
+    if one {
         return tokio::runtime::Builder::new_current_thread();
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder
-        .worker_threads(workers)
-        .event_interval(EVENT_INTERVAL);
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.event_interval(EVENT_INTERVAL);
     builder
 }
 
