@@ -243,8 +243,31 @@ pub async fn fill(
         None => Ok(bytes),
         Some(Ok(coding)) if coding.trim().eq_ignore_ascii_case("identity") => Ok(bytes),
         Some(Ok(coding)) => {
-            let limit = state.config.cache.max_object_size;
-            match state.compressor.decode(&coding, bytes.clone(), limit).await {
+            // The decoded body is a second buffer: it takes its share of fill_memory too,
+            // so concurrent decompression bombs cannot each grow to max_object_size.
+            let max =
+                (state.config.cache.max_object_size).min(state.config.compression.max_decoded_size);
+            let room = held.room();
+            let result = state
+                .compressor
+                .decode(&coding, bytes.clone(), max.min(room))
+                .await;
+            let no_room = match &result {
+                Ok(identity) => !held.take(identity.len() as u64),
+                Err(DecodeError::TooLarge { .. }) => room < max,
+                Err(_) => false,
+            };
+            if no_room {
+                tracing::debug!(key = %req.primary, "no fill memory to decode the origin's body; passing it through uncached");
+                return Ok(pass_whole(
+                    status,
+                    origin_headers,
+                    bytes,
+                    held,
+                    "fill-memory",
+                ));
+            }
+            match result {
                 Ok(identity) => {
                     headers.remove(header::CONTENT_ENCODING);
                     decoded = true;
@@ -870,6 +893,16 @@ pub struct Held {
 }
 
 impl Held {
+    /// The most bytes [`Held::take`] would grant now: all it asks while no other fill
+    /// holds any, else what is left under the limit.
+    pub fn room(&self) -> u64 {
+        let now = self.memory.held.load(Ordering::Acquire);
+        match now - self.bytes {
+            0 => u64::MAX,
+            _ => self.memory.limit.saturating_sub(now),
+        }
+    }
+
     /// Takes `n` more bytes; false (and nothing taken) when that would pass the limit
     /// while other fills hold some.
     pub fn take(&mut self, n: u64) -> bool {
@@ -1064,9 +1097,12 @@ mod tests {
         assert_eq!(memory.held(), 260);
         drop(first);
         assert_eq!(memory.held(), 0, "given back when the fill ends");
+        assert_eq!(second.room(), u64::MAX, "alone, no bound");
         assert!(second.take(80));
         let mut third = memory.hold();
+        assert_eq!(third.room(), 20, "what is left beside another");
         assert!(third.take(20), "within the limit beside another");
+        assert_eq!(third.room(), 0);
         assert!(!third.take(1));
         drop((second, third));
         assert_eq!(memory.held(), 0);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Route, TestEdge, TestOrigin, cache_status};
+use common::{Misbehaviour, Route, TestEdge, TestOrigin, cache_status};
 use tokio::io::AsyncReadExt as _;
 
 /// A JavaScript body that compresses well.
@@ -301,6 +301,54 @@ async fn an_undecodable_body_is_passed_through_uncached() {
         assert_eq!(r.headers()["content-encoding"], "gzip");
     }
     assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_body_that_would_decode_past_the_fill_memory_left_passes_through_uncached() {
+    // Decoding makes a second buffer, which takes its share of fill_memory like the
+    // first: concurrent decompression bombs cannot each grow to max_object_size.
+    let origin = TestOrigin::start().await;
+    // 768 KiB of a 1 MiB fill_memory, held while its origin pauses half-way.
+    let slow: Vec<u8> = (0..768 * 1024usize).map(|i| (i % 251) as u8).collect();
+    origin.route(
+        "/slow.bin",
+        Route::ok(slow.clone()).misbehave(Misbehaviour::PauseMidBody(Duration::from_millis(1500))),
+    );
+    // A few KiB of gzip that decode to about 500 KiB: more than the room left.
+    let body = script().repeat(24);
+    let gz = gzip(body.as_bytes()).await;
+    assert!(gz.len() < 64 * 1024 && body.len() > 400 * 1024);
+    origin.route(
+        "/gz.js",
+        Route::ok(gz.clone())
+            .header("content-type", "application/javascript")
+            .header("content-encoding", "gzip"),
+    );
+    let edge = TestEdge::start_with(&origin, "fill_memory = \"1MiB\"").await;
+    let pending = tokio::spawn({
+        let (client, url) = (edge.client.clone(), edge.url("/slow.bin"));
+        async move { client.get(url).send().await.unwrap().bytes().await.unwrap() }
+    });
+    while origin.hits_on("/slow.bin") == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = edge.get("/gz.js").await;
+    let cs = cache_status(&r);
+    assert!(
+        cs.contains("detail=fill-memory") && !cs.contains("stored"),
+        "{cs}"
+    );
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.bytes().await.unwrap(), gz, "the origin's bytes, whole");
+
+    assert_eq!(pending.await.unwrap(), slow);
+    // Alone now, the body is decoded and stored.
+    let r = edge.get("/gz.js").await;
+    assert!(cache_status(&r).contains("stored"), "{}", cache_status(&r));
+    assert_eq!(r.headers().get("content-encoding"), None);
+    assert_eq!(r.text().await.unwrap(), body);
 }
 
 /// RFC 9111 §3.1: a body in a coding edge does not decode is stored as the origin
