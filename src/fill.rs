@@ -16,10 +16,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
-use crate::cache::Entry;
 use crate::cache::flight::{Outcome, Tap};
 use crate::cache::key::CacheKey;
 use crate::cache::meta::{BlobHash, Meta, Rep, to_unix};
+use crate::cache::{Entry, PurgeMark};
 use crate::compress::DecodeError;
 use crate::config::SetCookiePolicy;
 use crate::error::{EdgeError, OriginFailure};
@@ -139,6 +139,8 @@ pub async fn fill(
         .map_err(|_| EdgeError::BadRequest("invalid request target"))?;
     *request.headers_mut() = headers;
 
+    // Before the origin is asked: what it sends may predate a purge from here on.
+    let mark = state.cache.purge_mark(&req.primary);
     let request_time = state.clock.now();
     let sent = std::time::Instant::now();
     let response = site.origin.send(request).await;
@@ -154,8 +156,8 @@ pub async fn fill(
             &state,
             stale,
             response.headers(),
-            request_time,
-            response_time,
+            (request_time, response_time),
+            (&req.primary, &mark),
         ) {
             return Ok(Filled::Revalidated(updated));
         }
@@ -217,6 +219,7 @@ pub async fn fill(
                 declared,
                 request_time,
                 response_time,
+                mark,
             };
             return Ok(Filled::Streaming(fill.start(rest)));
         }
@@ -312,29 +315,25 @@ pub async fn fill(
     if let Some(coding) = opaque {
         meta.set_opaque_coding(coding.into_bytes());
     }
-    match store(&state, &site, &req, meta, bytes) {
+    match store(&state, &site, &req, meta, bytes, &mark) {
         Ok((entry, kept)) => Ok(Filled::Stored(entry, status, kept)),
-        Err(bytes) => Ok(pass_whole(
-            status,
-            origin_headers,
-            bytes,
-            held,
-            "vary-limit",
-        )),
+        Err((bytes, detail)) => Ok(pass_whole(status, origin_headers, bytes, held, detail)),
     }
 }
 
 /// Stores `bytes`, the whole identity body `meta` describes, under the request's key
 /// or, when the response varies, its variant's key, and starts making its compressed
-/// variants. The entry and whether a tier kept it; `Err` with the body when the
-/// URL already has as many variants as it may.
+/// variants. The entry and whether a tier kept it; `Err` with the body and the reason
+/// (`Cache-Status` detail) when the URL already has as many variants as it may, or a
+/// purge since `mark` may have covered it.
 fn store(
     state: &AppState,
     site: &SiteRuntime,
     req: &FillRequest,
     meta: Meta,
     bytes: Bytes,
-) -> Result<(Arc<Entry>, bool), Bytes> {
+    mark: &PurgeMark,
+) -> Result<(Arc<Entry>, bool), (Bytes, &'static str)> {
     let names = vary_names(
         meta.headers
             .iter()
@@ -346,7 +345,7 @@ fn store(
     } else {
         let key = variant_key(&req.primary, &names, &req.client_headers);
         if !admit_variant(state, site, &req.primary, &key) {
-            return Err(bytes);
+            return Err((bytes, "vary-limit"));
         }
         state.cache.set_vary(&req.primary, names.clone());
         key
@@ -358,7 +357,12 @@ fn store(
         && state
             .compressor
             .is_compressible(content_type, bytes.len() as u64);
-    let (entry, kept) = state.cache.insert_kept(key, meta, vec![bytes.clone()]);
+    let stored =
+        (state.cache).insert_unless_purged(key, meta, vec![bytes.clone()], &req.primary, mark);
+    let Some((entry, kept)) = stored else {
+        tracing::debug!(key = %req.primary, "purged while it was read; not stored");
+        return Err((bytes, "purged"));
+    };
     if compressible && kept {
         // Strong compression never holds up a response: variants are made in the
         // background on the bounded pool and serve later requests once ready.
@@ -383,6 +387,8 @@ struct StreamingFill {
     declared: Option<u64>,
     request_time: SystemTime,
     response_time: SystemTime,
+    /// Taken before the origin was asked.
+    mark: PurgeMark,
 }
 
 impl StreamingFill {
@@ -482,7 +488,7 @@ impl StreamingFill {
             self.request_time,
             self.response_time,
         );
-        let stored = store(&self.state, &self.site, &self.req, meta, bytes);
+        let stored = store(&self.state, &self.site, &self.req, meta, bytes, &self.mark);
         drop(self.held);
         Finished::Outcome(match stored {
             Ok((entry, _)) => Outcome::Stored(entry),
@@ -561,6 +567,7 @@ impl Unstored {
 /// Makes the br, zstd and gzip variants of a stored identity body and adds them to the
 /// entry, if it is still the one stored under its key.
 async fn add_variants(state: AppState, filled: Arc<Entry>, identity: Bytes) {
+    let mark = state.cache.purge_mark(&filled.key);
     let variants = state.compressor.variants(identity.clone()).await;
     if variants.is_empty() {
         return;
@@ -596,10 +603,8 @@ async fn add_variants(state: AppState, filled: Arc<Entry>, identity: Bytes) {
         bodies.push(body);
     }
     // A purge that landed while compressing must not be undone by this store.
-    if state.cache.generation() != current.meta.generation {
-        return;
-    }
-    state.cache.insert(current.key.clone(), meta, bodies);
+    let key = current.key.clone();
+    let _ = (state.cache).insert_unless_purged(key, meta, bodies, &current.key, &mark);
 }
 
 /// A representation's own strong ETag (RFC 9110 §8.8.3): the origin's strong ETag with
@@ -630,13 +635,14 @@ fn admit_variant(state: &AppState, site: &SiteRuntime, primary: &CacheKey, key: 
 /// Updates a stale entry from a 304 (RFC 9111 §4.3.4, §3.2): the 304's fields replace
 /// the stored ones, except `Content-Length` and what this cache manages itself, and
 /// freshness is recomputed from the new times. `None` when the 304's strong ETag
-/// names another representation than the stored one.
+/// names another representation than the stored one, or when a purge since `mark`
+/// may have covered the URL (either way the response is fetched whole).
 fn revalidated(
     state: &AppState,
     stale: &Arc<Entry>,
     fresh: &HeaderMap,
-    request_time: SystemTime,
-    response_time: SystemTime,
+    (request_time, response_time): (SystemTime, SystemTime),
+    (primary, mark): (&CacheKey, &PurgeMark),
 ) -> Option<Arc<Entry>> {
     if let (Some(new), Some(old)) = (fresh.get(header::ETAG), stale.meta.header("etag"))
         && !crate::http::conditional::weak_eq(
@@ -681,7 +687,7 @@ fn revalidated(
         meta.set_opaque_coding(coding.to_vec());
     }
     meta.invalidated = false;
-    Some(state.cache.update_meta(stale, meta))
+    (state.cache).update_meta_unless_purged(stale, meta, primary, mark)
 }
 
 /// Whether nothing says this response may be reused and nothing could validate it: no

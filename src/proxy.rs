@@ -975,7 +975,7 @@ async fn pass_unsafe(
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
     if unsafe_method && (status.is_success() || status.is_redirection()) {
-        invalidate(state, primary);
+        state.cache.invalidate_url(primary);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             if let Some(target) = response
                 .headers()
@@ -983,7 +983,9 @@ async fn pass_unsafe(
                 .and_then(|v| same_host_target(v, host))
             {
                 let target = normalise_target(&target, &site.query);
-                invalidate(state, &CacheKey::new(&site.name, host, &target));
+                state
+                    .cache
+                    .invalidate_url(&CacheKey::new(&site.name, host, &target));
             }
         }
     }
@@ -995,12 +997,6 @@ async fn pass_unsafe(
         },
     );
     Ok(response.map(ResponseBody::from))
-}
-
-/// Removes a URL and all its `Vary` variants.
-fn invalidate(state: &AppState, primary: &CacheKey) {
-    state.cache.remove(primary);
-    state.cache.remove_prefix(&primary.variant_prefix());
 }
 
 /// The path and query of a `Location`/`Content-Location` value when it names this

@@ -583,6 +583,79 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
     samples
 }
 
+#[tokio::test]
+async fn a_purge_while_a_miss_is_read_keeps_what_it_read_out_of_the_cache() {
+    // The operator updates the origin and purges while a miss is reading the old body:
+    // that body reaches the clients waiting for it, but the purge is not undone by
+    // storing it, whatever kind of purge it was, and whether the miss was read whole
+    // (14 KB) or streamed to its client while read (700 KB).
+    use common::Misbehaviour;
+    let purges = |n: usize| {
+        [
+            json!({ "urls": [format!("http://127.0.0.1/k{n}")] }),
+            json!({ "urls": [format!("http://127.0.0.1/k{}", n + 1)], "soft": true }),
+            json!({ "prefixes": [format!("http://127.0.0.1/k{}", n + 2)] }),
+            json!({ "tags": [format!("t{}", n + 3)] }),
+            json!({ "all": true }),
+        ]
+    };
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(&origin).await;
+    let cases = (purges(0).into_iter().map(|p| (p, 2_000, "detail=purged"))).chain(
+        purges(5)
+            .into_iter()
+            .map(|p| (p, 100_000, "detail=streaming")),
+    );
+    for (i, (body, repeat, detail)) in cases.enumerate() {
+        let path = format!("/k{i}");
+        let old =
+            Route::ok(format!("old {i} ").repeat(repeat)).header("surrogate-key", &format!("t{i}"));
+        origin.route(
+            &path,
+            old.clone().misbehave(Misbehaviour::PauseMidBody(
+                std::time::Duration::from_millis(800),
+            )),
+        );
+        let reading = tokio::spawn({
+            let (client, url) = (edge.client.clone(), edge.url(&path));
+            async move {
+                let r = client.get(url).send().await.unwrap();
+                (cache_status(&r), r.text().await.unwrap())
+            }
+        });
+        while origin.hits_on(&path) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let new = format!("new {i}");
+        origin.route(&path, Route::ok(new.clone()));
+        purge(&edge, body.clone()).await;
+
+        let (cs, got) = reading.await.unwrap();
+        assert_eq!(
+            got,
+            String::from_utf8_lossy(&old.body),
+            "{body}: the read body, whole"
+        );
+        assert!(
+            cs.contains(detail) && !cs.contains("stored"),
+            "{body}: {cs}"
+        );
+        let r = edge.get(&path).await;
+        assert!(
+            cache_status(&r).contains("stored"),
+            "{body}: {}",
+            cache_status(&r)
+        );
+        assert_eq!(
+            r.text().await.unwrap(),
+            new,
+            "{body}: the origin's body after the purge"
+        );
+        assert!(is_hit(&edge, &path).await, "{body}: stored again");
+    }
+}
+
 /// What a `tracing` subscriber writes, kept in memory.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

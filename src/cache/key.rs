@@ -93,7 +93,7 @@ impl CacheKey {
         format!("{}{VARIANT}", self.primary_str())
     }
 
-    fn primary_str(&self) -> &str {
+    pub(super) fn primary_str(&self) -> &str {
         self.0.split(VARIANT).next().unwrap_or("")
     }
 }

@@ -27,6 +27,7 @@ use self::flight::Flights;
 use self::key::CacheKey;
 use self::memory::MemoryTier;
 use self::meta::{Meta, to_unix};
+pub use self::purge::PurgeMark;
 use crate::config::CacheConfig;
 
 /// A stored response: its metadata and one body per representation.

@@ -12,6 +12,7 @@
 //! below which every entry counts as stale).
 
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -23,11 +24,33 @@ use super::meta::{Meta, to_unix};
 use super::tags::{self, TagIndex};
 use super::{Cache, Entry};
 
-/// The cache's purge bookkeeping: the in-memory tag index and the soft purge-all time.
+/// The cache's purge bookkeeping: the in-memory tag index, the soft purge-all time and
+/// the counters fills read ([`PurgeMark`]).
 pub(super) struct PurgeState {
     tags: TagIndex,
     /// Entries validated at or before this Unix second are stale; 0 for none.
     soft_before: AtomicU64,
+    /// Purges of URLs (and unsafe-method invalidations), by stripe of the URL's key.
+    urls: Box<[AtomicU64]>,
+    /// Purges by prefix.
+    prefixes: AtomicU64,
+    /// Purges by tag.
+    tags_purged: AtomicU64,
+}
+
+/// Stripes of [`PurgeState::urls`]: a purge of one URL makes fills of the other URLs in
+/// its stripe unstorable too, so there are enough that this is rare.
+const URL_STRIPES: usize = 256;
+
+/// What a fill notes before it asks the origin ([`Cache::purge_mark`]), so that a purge
+/// landing while it reads is not undone by storing what it read, which may predate the
+/// purge: [`Cache::insert_unless_purged`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeMark {
+    url: u64,
+    prefixes: u64,
+    tags: u64,
+    generation: u64,
 }
 
 impl PurgeState {
@@ -44,6 +67,9 @@ impl PurgeState {
         PurgeState {
             tags: TagIndex::default(),
             soft_before: AtomicU64::new(soft_before),
+            urls: (0..URL_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            prefixes: AtomicU64::new(0),
+            tags_purged: AtomicU64::new(0),
         }
     }
 }
@@ -85,10 +111,96 @@ impl Cache {
             .map(DiskTier::db)
     }
 
+    /// The purges so far that could cover the URL of `primary`. Counters are bumped
+    /// before a purge removes anything, so an entry stored before a purge's counter
+    /// moved is one the purge removes.
+    pub fn purge_mark(&self, primary: &CacheKey) -> PurgeMark {
+        let purges = &self.inner.purges;
+        PurgeMark {
+            url: purges.urls[self.url_stripe(primary)].load(Ordering::SeqCst),
+            prefixes: purges.prefixes.load(Ordering::SeqCst),
+            tags: purges.tags_purged.load(Ordering::SeqCst),
+            generation: self.generation(),
+        }
+    }
+
+    /// Whether a purge since `mark` may have covered the URL of `primary`, or (when
+    /// `tagged`) any of its surrogate keys.
+    pub fn purged_since(&self, mark: &PurgeMark, primary: &CacheKey, tagged: bool) -> bool {
+        let now = self.purge_mark(primary);
+        now.url != mark.url
+            || now.prefixes != mark.prefixes
+            || now.generation != mark.generation
+            || (tagged && now.tags != mark.tags)
+    }
+
+    /// [`Cache::insert_kept`] for a response read since `mark` was taken for its URL
+    /// `primary`: `None`, and nothing stored, when a purge since may have covered it.
+    /// Checked again once stored: a purge that began meanwhile may have missed the new
+    /// entry, which is then removed.
+    pub fn insert_unless_purged(
+        &self,
+        key: CacheKey,
+        meta: Meta,
+        bodies: Vec<bytes::Bytes>,
+        primary: &CacheKey,
+        mark: &PurgeMark,
+    ) -> Option<(std::sync::Arc<Entry>, bool)> {
+        let tagged = !meta.tags.is_empty();
+        if self.purged_since(mark, primary, tagged) {
+            return None;
+        }
+        let stored = self.insert_kept(key, meta, bodies);
+        if self.purged_since(mark, primary, tagged) {
+            self.remove(&stored.0.key);
+            return None;
+        }
+        Some(stored)
+    }
+
+    /// [`Cache::update_meta`] under the same rule as [`Cache::insert_unless_purged`].
+    pub fn update_meta_unless_purged(
+        &self,
+        entry: &Entry,
+        meta: Meta,
+        primary: &CacheKey,
+        mark: &PurgeMark,
+    ) -> Option<std::sync::Arc<Entry>> {
+        let tagged = !meta.tags.is_empty();
+        if self.purged_since(mark, primary, tagged) {
+            return None;
+        }
+        let updated = self.update_meta(entry, meta);
+        if self.purged_since(mark, primary, tagged) {
+            self.remove(&updated.key);
+            return None;
+        }
+        Some(updated)
+    }
+
+    fn url_stripe(&self, primary: &CacheKey) -> usize {
+        (self.inner.hasher.hash_one(primary.primary_str()) as usize) % URL_STRIPES
+    }
+
+    /// Counts a purge of the URL of `primary` for the fills in flight.
+    fn note_url_purge(&self, primary: &CacheKey) {
+        let stripe = self.url_stripe(primary);
+        self.inner.purges.urls[stripe].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Removes the URL of `primary` and every `Vary` variant of it (RFC 9111 §4.4: an
+    /// unsafe method's response invalidates it), fills in flight included.
+    pub fn invalidate_url(&self, primary: &CacheKey) {
+        self.note_url_purge(primary);
+        self.remove(&primary.primary());
+        self.remove_prefix(&primary.variant_prefix());
+    }
+
     /// Purges the URL of `primary` and every `Vary` variant of it; returns how many
     /// entries were removed (or, when `soft`, marked stale).
     pub async fn purge_url(&self, primary: &CacheKey, soft: bool) -> u64 {
         let primary = primary.primary();
+        self.note_url_purge(&primary);
         if soft {
             let mut keys = self.keys_with_prefix(&primary.variant_prefix()).await;
             keys.insert(primary);
@@ -106,6 +218,7 @@ impl Cache {
     /// Purges every entry whose key starts with `prefix` (a key prefix: see
     /// [`CacheKey::new`]); returns how many.
     pub async fn purge_prefix(&self, prefix: &str, soft: bool) -> u64 {
+        self.inner.purges.prefixes.fetch_add(1, Ordering::SeqCst);
         if soft {
             let keys = self.keys_with_prefix(prefix).await;
             return self.invalidate_all(keys).await;
@@ -117,6 +230,7 @@ impl Cache {
 
     /// Purges every entry carrying surrogate key `tag`, in every site; returns how many.
     pub async fn purge_tag(&self, tag: &str, soft: bool) -> u64 {
+        self.inner.purges.tags_purged.fetch_add(1, Ordering::SeqCst);
         let keys = self.keys_with_tag(tag).await;
         if soft {
             return self.invalidate_all(keys).await;
