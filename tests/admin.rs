@@ -656,6 +656,52 @@ async fn a_purge_while_a_miss_is_read_keeps_what_it_read_out_of_the_cache() {
     }
 }
 
+#[tokio::test]
+async fn a_purge_while_a_revalidation_waits_is_not_undone_by_its_304() {
+    // The origin answers 304 for the old version, then is updated and purged before
+    // that 304 arrives: the 304 must not bring the purged entry back.
+    let old = |misbehaviour| {
+        Route::ok("old")
+            .header("cache-control", "max-age=1")
+            .header("etag", "\"e1\"")
+            .misbehave(misbehaviour)
+    };
+    let origin = origin_with(&[("/r", old(common::Misbehaviour::None))]).await;
+    let edge = TestEdge::start(&origin).await;
+    warm(&edge, &["/r"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    origin.route(
+        "/r",
+        old(common::Misbehaviour::Slow(
+            std::time::Duration::from_millis(800),
+        )),
+    );
+    let revalidating = tokio::spawn({
+        let (client, url) = (edge.client.clone(), edge.url("/r"));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let hits = origin.hits_on("/r");
+    while origin.hits_on("/r") == hits {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The origin has chosen its 304 and waits before sending it.
+    origin.route(
+        "/r",
+        Route::ok("new")
+            .header("cache-control", "max-age=60")
+            .header("etag", "\"e2\""),
+    );
+    purge(&edge, json!({ "urls": ["http://127.0.0.1/r"] })).await;
+    assert_eq!(
+        revalidating.await.unwrap(),
+        "new",
+        "fetched whole after the purge"
+    );
+    let r = edge.get("/r").await;
+    assert!(cache_status(&r).contains("; hit"), "{}", cache_status(&r));
+    assert_eq!(r.text().await.unwrap(), "new");
+}
+
 /// What a `tracing` subscriber writes, kept in memory.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
