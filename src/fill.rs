@@ -140,7 +140,7 @@ pub async fn fill(
     *request.headers_mut() = headers;
 
     // Before the origin is asked: what it sends may predate a purge from here on.
-    let mark = state.cache.purge_mark(&req.primary);
+    let mark = state.cache.purge_mark();
     let request_time = state.clock.now();
     let sent = std::time::Instant::now();
     let response = site.origin.send(request).await;
@@ -317,7 +317,16 @@ pub async fn fill(
     }
     match store(&state, &site, &req, meta, bytes, &mark) {
         Ok((entry, kept)) => Ok(Filled::Stored(entry, status, kept)),
-        Err((bytes, detail)) => Ok(pass_whole(status, origin_headers, bytes, held, detail)),
+        Err((bytes, detail)) => {
+            // The bytes are the decoded ones: the origin's coding and length no longer
+            // describe them.
+            let mut headers = origin_headers;
+            if decoded {
+                headers.remove(header::CONTENT_ENCODING);
+                headers.remove(header::CONTENT_LENGTH);
+            }
+            Ok(pass_whole(status, headers, bytes, held, detail))
+        }
     }
 }
 
@@ -492,6 +501,8 @@ impl StreamingFill {
         drop(self.held);
         Finished::Outcome(match stored {
             Ok((entry, _)) => Outcome::Stored(entry),
+            // Followers still waiting fetch afresh, coalesced again.
+            Err((_, "purged")) => Outcome::Abandoned,
             Err(_) => Outcome::Pass,
         })
     }
@@ -567,7 +578,7 @@ impl Unstored {
 /// Makes the br, zstd and gzip variants of a stored identity body and adds them to the
 /// entry, if it is still the one stored under its key.
 async fn add_variants(state: AppState, filled: Arc<Entry>, identity: Bytes) {
-    let mark = state.cache.purge_mark(&filled.key);
+    let mark = state.cache.purge_mark();
     let variants = state.compressor.variants(identity.clone()).await;
     if variants.is_empty() {
         return;

@@ -914,6 +914,9 @@ async fn fill_and_publish(
             });
             return filled;
         }
+        // What a purge kept out of the cache predates it: followers fetch afresh,
+        // coalesced again, rather than each for itself.
+        Ok(Filled::Pass(_, "purged")) => Outcome::Abandoned,
         Ok(Filled::Pass(..)) => Outcome::Pass,
         Err(EdgeError::Origin { origin, kind }) => Outcome::Failed(kind.clone(), origin.clone()),
         Err(_) => Outcome::Abandoned,

@@ -12,7 +12,6 @@
 //! below which every entry counts as stale).
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -24,32 +23,25 @@ use super::meta::{Meta, to_unix};
 use super::tags::{self, TagIndex};
 use super::{Cache, Entry};
 
+mod log;
+
+use self::log::{PurgeLog, Purged};
+
 /// The cache's purge bookkeeping: the in-memory tag index, the soft purge-all time and
-/// the counters fills read ([`PurgeMark`]).
+/// the log fills read ([`PurgeMark`]).
 pub(super) struct PurgeState {
     tags: TagIndex,
     /// Entries validated at or before this Unix second are stale; 0 for none.
     soft_before: AtomicU64,
-    /// Purges of URLs (and unsafe-method invalidations), by stripe of the URL's key.
-    urls: Box<[AtomicU64]>,
-    /// Purges by prefix.
-    prefixes: AtomicU64,
-    /// Purges by tag.
-    tags_purged: AtomicU64,
+    log: PurgeLog,
 }
-
-/// Stripes of [`PurgeState::urls`]: a purge of one URL makes fills of the other URLs in
-/// its stripe unstorable too, so there are enough that this is rare.
-const URL_STRIPES: usize = 256;
 
 /// What a fill notes before it asks the origin ([`Cache::purge_mark`]), so that a purge
 /// landing while it reads is not undone by storing what it read, which may predate the
 /// purge: [`Cache::insert_unless_purged`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeMark {
-    url: u64,
-    prefixes: u64,
-    tags: u64,
+    seq: u64,
     generation: u64,
 }
 
@@ -67,9 +59,7 @@ impl PurgeState {
         PurgeState {
             tags: TagIndex::default(),
             soft_before: AtomicU64::new(soft_before),
-            urls: (0..URL_STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            prefixes: AtomicU64::new(0),
-            tags_purged: AtomicU64::new(0),
+            log: PurgeLog::default(),
         }
     }
 }
@@ -111,27 +101,21 @@ impl Cache {
             .map(DiskTier::db)
     }
 
-    /// The purges so far that could cover the URL of `primary`. Counters are bumped
-    /// before a purge removes anything, so an entry stored before a purge's counter
-    /// moved is one the purge removes.
-    pub fn purge_mark(&self, primary: &CacheKey) -> PurgeMark {
-        let purges = &self.inner.purges;
+    /// The purges so far: what a fill notes before it asks the origin. A purge is
+    /// logged before it removes anything, so an entry stored before a purge was logged
+    /// is one the purge removes.
+    pub fn purge_mark(&self) -> PurgeMark {
         PurgeMark {
-            url: purges.urls[self.url_stripe(primary)].load(Ordering::SeqCst),
-            prefixes: purges.prefixes.load(Ordering::SeqCst),
-            tags: purges.tags_purged.load(Ordering::SeqCst),
+            seq: self.inner.purges.log.mark(),
             generation: self.generation(),
         }
     }
 
-    /// Whether a purge since `mark` may have covered the URL of `primary`, or (when
-    /// `tagged`) any of its surrogate keys.
-    pub fn purged_since(&self, mark: &PurgeMark, primary: &CacheKey, tagged: bool) -> bool {
-        let now = self.purge_mark(primary);
-        now.url != mark.url
-            || now.prefixes != mark.prefixes
-            || now.generation != mark.generation
-            || (tagged && now.tags != mark.tags)
+    /// Whether a purge since `mark` covered the URL of `primary` (by URL, prefix, one of
+    /// `tags`, or everything).
+    pub fn purged_since(&self, mark: &PurgeMark, primary: &CacheKey, tags: &[String]) -> bool {
+        self.generation() != mark.generation
+            || (self.inner.purges.log).covers(mark.seq, primary.primary_str(), tags)
     }
 
     /// [`Cache::insert_kept`] for a response read since `mark` was taken for its URL
@@ -146,12 +130,11 @@ impl Cache {
         primary: &CacheKey,
         mark: &PurgeMark,
     ) -> Option<(std::sync::Arc<Entry>, bool)> {
-        let tagged = !meta.tags.is_empty();
-        if self.purged_since(mark, primary, tagged) {
+        if self.purged_since(mark, primary, &meta.tags) {
             return None;
         }
         let stored = self.insert_kept(key, meta, bodies);
-        if self.purged_since(mark, primary, tagged) {
+        if self.purged_since(mark, primary, &stored.0.meta.tags) {
             self.remove(&stored.0.key);
             return None;
         }
@@ -166,33 +149,23 @@ impl Cache {
         primary: &CacheKey,
         mark: &PurgeMark,
     ) -> Option<std::sync::Arc<Entry>> {
-        let tagged = !meta.tags.is_empty();
-        if self.purged_since(mark, primary, tagged) {
+        if self.purged_since(mark, primary, &meta.tags) {
             return None;
         }
         let updated = self.update_meta(entry, meta);
-        if self.purged_since(mark, primary, tagged) {
+        if self.purged_since(mark, primary, &updated.meta.tags) {
             self.remove(&updated.key);
             return None;
         }
         Some(updated)
     }
 
-    fn url_stripe(&self, primary: &CacheKey) -> usize {
-        (self.inner.hasher.hash_one(primary.primary_str()) as usize) % URL_STRIPES
-    }
-
-    /// Counts a purge of the URL of `primary` for the fills in flight.
-    fn note_url_purge(&self, primary: &CacheKey) {
-        let stripe = self.url_stripe(primary);
-        self.inner.purges.urls[stripe].fetch_add(1, Ordering::SeqCst);
-    }
-
     /// Removes the URL of `primary` and every `Vary` variant of it (RFC 9111 §4.4: an
     /// unsafe method's response invalidates it), fills in flight included.
     pub fn invalidate_url(&self, primary: &CacheKey) {
-        self.note_url_purge(primary);
-        self.remove(&primary.primary());
+        let primary = primary.primary();
+        self.inner.purges.log.record(Purged::Url(primary.as_str()));
+        self.remove(&primary);
         self.remove_prefix(&primary.variant_prefix());
     }
 
@@ -200,7 +173,7 @@ impl Cache {
     /// entries were removed (or, when `soft`, marked stale).
     pub async fn purge_url(&self, primary: &CacheKey, soft: bool) -> u64 {
         let primary = primary.primary();
-        self.note_url_purge(&primary);
+        self.inner.purges.log.record(Purged::Url(primary.as_str()));
         if soft {
             let mut keys = self.keys_with_prefix(&primary.variant_prefix()).await;
             keys.insert(primary);
@@ -218,7 +191,7 @@ impl Cache {
     /// Purges every entry whose key starts with `prefix` (a key prefix: see
     /// [`CacheKey::new`]); returns how many.
     pub async fn purge_prefix(&self, prefix: &str, soft: bool) -> u64 {
-        self.inner.purges.prefixes.fetch_add(1, Ordering::SeqCst);
+        self.inner.purges.log.record(Purged::Prefix(prefix));
         if soft {
             let keys = self.keys_with_prefix(prefix).await;
             return self.invalidate_all(keys).await;
@@ -230,7 +203,7 @@ impl Cache {
 
     /// Purges every entry carrying surrogate key `tag`, in every site; returns how many.
     pub async fn purge_tag(&self, tag: &str, soft: bool) -> u64 {
-        self.inner.purges.tags_purged.fetch_add(1, Ordering::SeqCst);
+        self.inner.purges.log.record(Purged::Tag(tag));
         let keys = self.keys_with_tag(tag).await;
         if soft {
             return self.invalidate_all(keys).await;
@@ -251,6 +224,7 @@ impl Cache {
     /// miss); soft makes every entry validated at or before `now` stale. Returns the
     /// generation in effect afterwards.
     pub async fn purge_everything(&self, soft: bool, now: SystemTime) -> u64 {
+        self.inner.purges.log.record(Purged::All);
         if soft {
             let secs = to_unix(now);
             self.inner
