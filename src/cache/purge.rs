@@ -314,7 +314,8 @@ impl Cache {
 
     /// Marks `key` stale in both tiers, keeping its bodies; false when it is not stored.
     async fn invalidate(&self, key: &CacheKey) -> bool {
-        let generation = self.generation();
+        let mark = self.purge_mark();
+        let generation = mark.generation;
         let entry = match self.inner.memory.peek(key) {
             Some(entry) => entry,
             None => match &self.inner.disk {
@@ -332,7 +333,9 @@ impl Cache {
         if !entry.meta.invalidated {
             let mut meta = entry.meta.clone();
             meta.invalidated = true;
-            self.update_meta(&entry, meta);
+            // Re-stored under the generation of now: a purge of everything that landed
+            // while the entry was read must not be undone.
+            let _ = self.update_meta_unless_purged(&entry, meta, &entry.key, &mark);
         }
         true
     }
