@@ -375,7 +375,7 @@ fn store(
     if compressible && kept {
         // Strong compression never holds up a response: variants are made in the
         // background on the bounded pool and serve later requests once ready.
-        tokio::spawn(add_variants(state.clone(), entry.clone(), bytes));
+        tokio::spawn(add_variants(state.clone(), entry.clone(), bytes, *mark));
     }
     Ok((entry, kept))
 }
@@ -577,8 +577,7 @@ impl Unstored {
 
 /// Makes the br, zstd and gzip variants of a stored identity body and adds them to the
 /// entry, if it is still the one stored under its key.
-async fn add_variants(state: AppState, filled: Arc<Entry>, identity: Bytes) {
-    let mark = state.cache.purge_mark();
+async fn add_variants(state: AppState, filled: Arc<Entry>, identity: Bytes, mark: PurgeMark) {
     let variants = state.compressor.variants(identity.clone()).await;
     if variants.is_empty() {
         return;

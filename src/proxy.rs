@@ -224,6 +224,10 @@ fn outcome_of(cache_status: &str) -> &'static str {
     }
 }
 
+/// How many times a follower joins a new flight after its leader gave up, before it
+/// fetches for itself.
+const MAX_REJOINS: u32 = 2;
+
 /// Longest host name a request may name: a DNS name is at most 253 characters
 /// (RFC 1035 §2.3.4), an IPv6 literal far less.
 const MAX_HOST: usize = 255;
@@ -636,6 +640,10 @@ impl Get<'_> {
         stale: Option<Arc<Entry>>,
         reason: &'static str,
     ) -> Result<Option<Response<ResponseBody>>, EdgeError> {
+        // Flights this request rejoined after their leader gave up (dropped, or its
+        // body purged while read): bounded, so that a URL purged faster than it can be
+        // fetched cannot keep a follower waiting round after round.
+        let mut rejoined = 0;
         loop {
             match self.state.cache.flights().join(key) {
                 Flight::Leader(leader) => {
@@ -690,9 +698,16 @@ impl Get<'_> {
                                 .answer(key, Err(error), stale.as_ref(), reason, true)
                                 .map(Some);
                         }
-                        Some(Outcome::Abandoned) => continue,
-                        // Not storable, or the leader is too slow: fetch for ourselves.
-                        Some(Outcome::Pass) | Some(Outcome::Streaming(_)) | None => {
+                        Some(Outcome::Abandoned) if rejoined < MAX_REJOINS => {
+                            rejoined += 1;
+                            continue;
+                        }
+                        // Not storable, or the leader is too slow or gave up again:
+                        // fetch for ourselves.
+                        Some(Outcome::Abandoned)
+                        | Some(Outcome::Pass)
+                        | Some(Outcome::Streaming(_))
+                        | None => {
                             return self.forward_uncoalesced(key, stale, reason).await.map(Some);
                         }
                     }

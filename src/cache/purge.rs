@@ -161,10 +161,11 @@ impl Cache {
     }
 
     /// Removes the URL of `primary` and every `Vary` variant of it (RFC 9111 §4.4: an
-    /// unsafe method's response invalidates it), fills in flight included.
+    /// unsafe method's response invalidates it). Not logged for fills in flight: a busy
+    /// write endpoint (each new `Location` a new URL) would fill the log with URLs that
+    /// are rarely cached, and only operators' purges need to reach fills.
     pub fn invalidate_url(&self, primary: &CacheKey) {
         let primary = primary.primary();
-        self.inner.purges.log.record(Purged::Url(primary.as_str()));
         self.remove(&primary);
         self.remove_prefix(&primary.variant_prefix());
     }
