@@ -748,6 +748,37 @@ async fn a_purge_while_a_revalidation_waits_is_not_undone_by_its_304() {
     assert_eq!(r.text().await.unwrap(), "new");
 }
 
+#[tokio::test]
+async fn a_url_purge_names_the_entry_a_request_for_that_url_would_use() {
+    // Dot segments, percent-encoding and the site's query policy are applied to a
+    // purged URL as to a request, so another spelling of the same URL purges it.
+    let origin = origin_with(&[
+        ("/n/a-b", Route::ok("ab")),
+        ("/n/a-b?a=1&b=2", Route::ok("ab, a and b")),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cache]\ndir = \"cache\"\n[[site]]\nhosts = [\"*\"]\norigin = \"{}\"\nquery = \"sort\"\n",
+        origin.url()
+    );
+    let edge = TestEdge::start_toml(&toml, dir).await;
+    for (stored, purged) in [
+        ("/n/a-b", "http://127.0.0.1/n/x/../a%2Db"),
+        ("/n/a-b?a=1&b=2", "http://127.0.0.1/n/a-b?b=2&a=1"),
+    ] {
+        warm(&edge, &[stored]).await;
+        let answer = purge(&edge, json!({ "urls": [purged] })).await;
+        assert_eq!(answer["purged"]["url"], 1, "{purged}: {answer}");
+        let r = edge.get(stored).await;
+        assert!(
+            !cache_status(&r).contains("; hit"),
+            "{purged}: {}",
+            cache_status(&r)
+        );
+    }
+}
+
 /// What a `tracing` subscriber writes, kept in memory.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

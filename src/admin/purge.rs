@@ -106,13 +106,13 @@ impl PurgeRequest {
         let urls = self
             .urls
             .iter()
-            .map(|u| key_of(u, sites).map_err(|m| format!("urls: {m}")))
+            .map(|u| key_of(u, sites, true).map_err(|m| format!("urls: {m}")))
             .collect::<Result<Vec<_>, _>>()?;
         let prefixes = self
             .prefixes
             .iter()
             .map(|p| {
-                key_of(p, sites)
+                key_of(p, sites, false)
                     .map(|k| k.as_str().to_owned())
                     .map_err(|m| format!("prefixes: {m}"))
             })
@@ -139,8 +139,10 @@ impl PurgeRequest {
 }
 
 /// The key an absolute URL (or URL prefix) names: its site by host, as a client
-/// request's `Host` selects it, then the path and query as given.
-fn key_of(text: &str, sites: &Sites) -> Result<CacheKey, String> {
+/// request's `Host` selects it, then the path and query, normalised as a request's are
+/// (dot segments, percent-encoding, the site's query policy) when `normalise`, or as
+/// given (a prefix: normalising would change what it is a prefix of).
+fn key_of(text: &str, sites: &Sites, normalise: bool) -> Result<CacheKey, String> {
     let uri: http::Uri = text
         .parse()
         .map_err(|_| format!("`{text}` is not a URL (use `http://host/path`)"))?;
@@ -161,7 +163,11 @@ fn key_of(text: &str, sites: &Sites) -> Result<CacheKey, String> {
         .map(|p| p.as_str())
         .filter(|p| p.starts_with('/'))
         .unwrap_or("/");
-    Ok(CacheKey::new(&site.name, &host, path_and_query))
+    let target = match normalise {
+        true => crate::http::path::normalise_target(path_and_query, &site.query),
+        false => path_and_query.into(),
+    };
+    Ok(CacheKey::new(&site.name, &host, &target))
 }
 
 impl Plan {
