@@ -6,26 +6,32 @@
 //! committed to the disk index (the disk writer's queue is flushed), and a soft purge of
 //! everything persists its time in the index's `purge_state` table.
 //!
+//! Every purge also reaches the fills in flight, whose origin answer may predate it:
+//! each is logged ([`log`]) before it removes anything, and a fill stores only through
+//! [`Cache::insert_unless_purged`] or [`Cache::update_meta_unless_purged`], which
+//! refuse what a purge logged since the fill's [`PurgeMark`] covers.
+//!
 //! Cost: a URL is two key lookups and a range read; a prefix is a range read of the disk
 //! index plus a pass over the memory tier; a tag reads only the keys carrying it (see
 //! [`super::tags`]); hard `all` is O(1) (a generation bump); soft `all` is O(1) (a time
 //! below which every entry counts as stale).
 
+mod log;
+
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use redb::Database;
 
+use self::log::{PurgeLog, Purged};
 use super::disk::DiskTier;
 use super::key::CacheKey;
 use super::meta::{Meta, to_unix};
 use super::tags::{self, TagIndex};
 use super::{Cache, Entry};
-
-mod log;
-
-use self::log::{PurgeLog, Purged};
 
 /// The cache's purge bookkeeping: the in-memory tag index, the soft purge-all time and
 /// the log fills read ([`PurgeMark`]).
@@ -126,10 +132,10 @@ impl Cache {
         &self,
         key: CacheKey,
         meta: Meta,
-        bodies: Vec<bytes::Bytes>,
+        bodies: Vec<Bytes>,
         primary: &CacheKey,
         mark: &PurgeMark,
-    ) -> Option<(std::sync::Arc<Entry>, bool)> {
+    ) -> Option<(Arc<Entry>, bool)> {
         if self.purged_since(mark, primary, &meta.tags) {
             return None;
         }
@@ -148,7 +154,7 @@ impl Cache {
         meta: Meta,
         primary: &CacheKey,
         mark: &PurgeMark,
-    ) -> Option<std::sync::Arc<Entry>> {
+    ) -> Option<Arc<Entry>> {
         if self.purged_since(mark, primary, &meta.tags) {
             return None;
         }
