@@ -84,6 +84,10 @@ pub struct FillRequest {
     pub stream: bool,
 }
 
+/// The `Cache-Status` detail of a fill whose store a purge refused (it may predate the
+/// purge): its waiting followers fetch afresh rather than pass.
+pub const PURGED: &str = "purged";
+
 /// Request fields that must not reach the origin on a fill: the fill fetches the whole
 /// identity representation for the cache, not the client's conditional or partial view.
 const FILL_DROPPED: [&str; 9] = [
@@ -370,7 +374,7 @@ fn store(
         (state.cache).insert_unless_purged(key, meta, vec![bytes.clone()], &req.primary, mark);
     let Some((entry, kept)) = stored else {
         tracing::debug!(key = %req.primary, "purged while it was read; not stored");
-        return Err((bytes, "purged"));
+        return Err((bytes, PURGED));
     };
     if compressible && kept {
         // Strong compression never holds up a response: variants are made in the
@@ -502,7 +506,7 @@ impl StreamingFill {
         Finished::Outcome(match stored {
             Ok((entry, _)) => Outcome::Stored(entry),
             // Followers still waiting fetch afresh, coalesced again.
-            Err((_, "purged")) => Outcome::Abandoned,
+            Err((_, PURGED)) => Outcome::Abandoned,
             Err(_) => Outcome::Pass,
         })
     }

@@ -24,7 +24,7 @@ use crate::cache::key::CacheKey;
 use crate::cache::{Entry, Lookup};
 use crate::config::ClientCacheControl;
 use crate::error::{EdgeError, OriginFailure};
-use crate::fill::{FillRequest, Filled, fill, variant_key, vary_names};
+use crate::fill::{FillRequest, Filled, PURGED, fill, variant_key, vary_names};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
 use crate::listener::Handler;
@@ -931,7 +931,7 @@ async fn fill_and_publish(
         }
         // What a purge kept out of the cache predates it: followers fetch afresh,
         // coalesced again, rather than each for itself.
-        Ok(Filled::Pass(_, "purged")) => Outcome::Abandoned,
+        Ok(Filled::Pass(_, PURGED)) => Outcome::Abandoned,
         Ok(Filled::Pass(..)) => Outcome::Pass,
         Err(EdgeError::Origin { origin, kind }) => Outcome::Failed(kind.clone(), origin.clone()),
         Err(_) => Outcome::Abandoned,
