@@ -39,6 +39,9 @@ pub struct Server {
     pub workers: usize,
     /// Whether each request is logged under the `edge::access` target.
     pub access_log: bool,
+    /// Whether plain HTTP/1.1 memory hits are answered on the listener's direct path,
+    /// without hyper (`listener::direct`).
+    pub direct_hits: bool,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How long a follower waits for the leader of a coalesced miss.
@@ -474,6 +477,7 @@ struct RawServer {
     shutdown_grace: Option<String>,
     workers: Option<usize>,
     access_log: Option<bool>,
+    direct_hits: Option<bool>,
     coalesce_wait: Option<String>,
     max_header_bytes: Option<String>,
     max_headers: Option<usize>,
@@ -894,6 +898,7 @@ impl Config {
             tls_listen: c.tls_listen(&raw),
             workers: raw.server.workers.unwrap_or(0),
             access_log: raw.server.access_log.unwrap_or(true),
+            direct_hits: raw.server.direct_hits.unwrap_or(true),
             shutdown_grace: c.duration(
                 "server.shutdown_grace",
                 raw.server.shutdown_grace.as_deref(),
@@ -1423,6 +1428,16 @@ mod tests {
                 "{bad}: {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn direct_hits_are_on_unless_turned_off() {
+        let site = "[[site]]\nhosts = [\"*\"]\norigin = \"http://127.0.0.1:9\"\n";
+        assert!(parse(site).expect("valid").server.direct_hits);
+        let off = parse(&format!("[server]\ndirect_hits = false\n{site}")).expect("valid");
+        assert!(!off.server.direct_hits);
+        let errors = parse(&format!("[server]\ndirect_hits = 0\n{site}")).unwrap_err();
+        assert!(errors[0].message.contains("direct_hits"), "{errors:?}");
     }
 
     #[test]

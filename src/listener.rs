@@ -35,6 +35,9 @@ use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::tls::Scheme;
 
+mod direct;
+pub use direct::DirectRequest;
+
 /// What a listener serves: every request, with the client's address and how it came.
 pub trait Handler: Clone + Send + Sync + 'static {
     /// Answers `request`. Errors are answered too: the future always has a response.
@@ -44,6 +47,20 @@ pub trait Handler: Clone + Send + Sync + 'static {
         peer: SocketAddr,
         scheme: Scheme,
     ) -> impl Future<Output = Response<ResponseBody>> + Send + use<Self>;
+
+    /// Whether [`Handler::answer_direct`] may answer: plain connections then start on
+    /// the direct path ([`direct`]).
+    fn direct(&self) -> bool {
+        false
+    }
+
+    /// Answers `request` at once, without hyper, when nothing but memory is needed:
+    /// writes the response head into `head` and returns the body to send after it (the
+    /// caller sends nothing else). `None` leaves the request, and the rest of its
+    /// connection, to [`Handler::call`].
+    fn answer_direct(&self, _request: &DirectRequest<'_>, _head: &mut Vec<u8>) -> Option<Bytes> {
+        None
+    }
 }
 
 /// The admin listener's routes. The scheme is in the request's extensions.
@@ -164,12 +181,17 @@ async fn accept<H: Handler>(
         };
         let transport = transport.clone();
         let (idle_timeout, head_timeout) = (limits.idle_timeout, limits.header_read_timeout);
+        let head_limits = direct::HeadLimits {
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+        };
+        let stop = stop.clone();
         tokio::spawn(async move {
             let idle = IdleTimeout::new(stream, idle_timeout, connection.activity.clone());
             match transport {
                 Transport::Plain => {
                     let head = HeadTimeout::new(idle, head_timeout, accepted_at, &connection);
-                    connection.serve(head, Scheme::Http).await
+                    direct::serve(connection, head, head_limits, stop).await
                 }
                 Transport::Tls(acceptor) => {
                     match tokio::time::timeout(head_timeout, acceptor.accept(idle)).await {

@@ -13,6 +13,7 @@ use std::future::Future;
 use arrayvec::ArrayString;
 use axum::body::Body;
 use axum::response::IntoResponse;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, request};
 use hyper::body::Incoming;
@@ -27,9 +28,9 @@ use crate::error::{EdgeError, OriginFailure};
 use crate::fill::{FillRequest, Filled, PURGED, fill, variant_key, vary_names};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
-use crate::listener::Handler;
+use crate::listener::{DirectRequest, Handler};
 use crate::origin::{VIA, forward_headers};
-use crate::respond::{CacheStatus, Presentation, respond, streaming_head};
+use crate::respond::{CacheStatus, Presentation, respond, respond_wire, streaming_head};
 use crate::server::{AppState, SiteRuntime};
 use crate::tls::Scheme;
 
@@ -55,6 +56,82 @@ impl Handler for Client {
         let state = self.0.clone();
         async move { handle(&state, peer, scheme, request).await }
     }
+
+    fn direct(&self) -> bool {
+        self.0.config.server.direct_hits
+    }
+
+    fn answer_direct(&self, request: &DirectRequest<'_>, head: &mut Vec<u8>) -> Option<Bytes> {
+        answer_direct(&self.0, request, head)
+    }
+}
+
+/// A fresh memory hit answered on the listener's direct path ([`DirectRequest`]): the
+/// same answer, metrics and access log line that [`handle`] gives it; `None` for any
+/// other outcome, which the request then takes through [`handle`].
+fn answer_direct(
+    state: &AppState,
+    request: &DirectRequest<'_>,
+    out: &mut Vec<u8>,
+) -> Option<Bytes> {
+    let started =
+        tracing::enabled!(target: "edge::access", tracing::Level::INFO).then(Instant::now);
+    // As `request_host` reads an origin-form request's one Host line.
+    if !crate::http::path::is_host_field(request.host) {
+        return None;
+    }
+    let host = host_name(std::str::from_utf8(request.host).ok()?)?;
+    if request.target.len() > state.config.server.limits.max_uri_length {
+        return None;
+    }
+    let sites = state.sites();
+    let site = sites.by_host(&host)?;
+    if site.config.https_redirect {
+        return None;
+    }
+    let target = normalise_target(request.target, &site.query);
+    let cache_control = site
+        .immutable
+        .header_for(target.split('?').next().unwrap_or(&target));
+    let mut key = ArrayString::<KEY_TEXT_MAX>::new();
+    CacheKey::write(&mut key, &site.name, &host, &target).ok()?;
+    let cache = &state.cache;
+    if cache.varies(&key) {
+        return None;
+    }
+    let now = state.clock.now();
+    let Lookup::Fresh(hit) = cache.lookup_memory(&key, now)? else {
+        return None;
+    };
+    let answer = present(state, cache_control, |presentation| {
+        respond_wire(
+            &hit.entry,
+            request.accept_encoding,
+            request.if_none_match,
+            now,
+            CacheStatus::hit(),
+            presentation,
+            out,
+        )
+    })?;
+    let sent = match request.head {
+        true => 0,
+        false => answer.body.len() as u64,
+    };
+    let encoding = answer.encoding.as_ref().and_then(|v| v.to_str().ok());
+    state.metrics.request("hit", answer.status, encoding, sent);
+    if let Some(started) = started {
+        let method = match request.head {
+            true => Method::HEAD,
+            false => Method::GET,
+        };
+        let path = request.target.split('?').next().unwrap_or(request.target);
+        log_access(&method, &host, path, answer.status, "hit", sent, started);
+    }
+    Some(match request.head {
+        true => Bytes::new(),
+        false => answer.body,
+    })
 }
 
 /// Answers one client request, errors included, and counts and logs it.
@@ -167,18 +244,41 @@ struct AccessLine {
 
 impl AccessLine {
     fn log(&self, bytes: u64) {
-        tracing::info!(
-            target: "edge::access",
-            method = %self.method,
-            host = self.host.as_deref().unwrap_or_default(),
-            path = self.uri.path(),
-            status = self.status,
-            cache = self.outcome,
+        let host = self.host.as_deref().unwrap_or_default();
+        let (status, outcome) = (self.status, self.outcome);
+        log_access(
+            &self.method,
+            host,
+            self.uri.path(),
+            status,
+            outcome,
             bytes,
-            micros = self.started.elapsed().as_micros() as u64,
-            "request"
+            self.started,
         );
     }
+}
+
+/// Writes one access log line.
+fn log_access(
+    method: &Method,
+    host: &str,
+    path: &str,
+    status: u16,
+    outcome: &str,
+    bytes: u64,
+    started: Instant,
+) {
+    tracing::info!(
+        target: "edge::access",
+        method = %method,
+        host,
+        path,
+        status,
+        cache = outcome,
+        bytes,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
 }
 
 /// The bytes of a body of unknown length as they are sent: counted in the metrics
@@ -370,6 +470,29 @@ async fn serve(
     get.serve().await
 }
 
+/// Calls `f` with how stored entries are presented: with the compressor's preference
+/// and, when an immutable rule names the path, its `cache_control`.
+fn present<R>(
+    state: &AppState,
+    cache_control: Option<&HeaderValue>,
+    f: impl FnOnce(&Presentation<'_>) -> R,
+) -> R {
+    let compressor = &state.compressor;
+    let compressible = |meta: &crate::cache::meta::Meta| {
+        let content_type = meta
+            .header("content-type")
+            .and_then(|v| std::str::from_utf8(v).ok());
+        meta.opaque_coding().is_none()
+            && compressor.is_compressible(content_type, meta.identity().len)
+    };
+    let presentation = Presentation {
+        preference: compressor.preference(),
+        compressible: &compressible,
+        cache_control,
+    };
+    f(&presentation)
+}
+
 /// One GET or HEAD request on its way through the cache.
 struct Get<'a> {
     state: &'a AppState,
@@ -410,20 +533,7 @@ impl Get<'_> {
 
     /// Calls `f` with how this site presents stored entries.
     fn present<R>(&self, f: impl FnOnce(&Presentation<'_>) -> R) -> R {
-        let compressor = &self.state.compressor;
-        let compressible = |meta: &crate::cache::meta::Meta| {
-            let content_type = meta
-                .header("content-type")
-                .and_then(|v| std::str::from_utf8(v).ok());
-            meta.opaque_coding().is_none()
-                && compressor.is_compressible(content_type, meta.identity().len)
-        };
-        let presentation = Presentation {
-            preference: compressor.preference(),
-            compressible: &compressible,
-            cache_control: self.cache_control,
-        };
-        f(&presentation)
+        present(self.state, self.cache_control, f)
     }
 
     /// The response streamed to this client while a fill reads the body `tap` is on.

@@ -18,6 +18,9 @@ use crate::http::encoding::{self, Encoding};
 use crate::http::range::{self, ByteRange, RangeOutcome};
 use crate::origin::VIA;
 
+mod wire;
+pub use wire::{WireHit, respond_wire};
+
 /// The `Cache-Status` field (RFC 9211) for one response, by parameter.
 #[derive(Debug, Clone, Default)]
 pub struct CacheStatus {
@@ -191,51 +194,17 @@ pub fn respond(
     }
     let age = meta.freshness.current_age(response_at, now);
 
-    // Negotiation breaks ties by this order: the server's preference, identity last.
-    let mut available = [Encoding::Identity; MAX_REPS];
-    let mut count = 0;
-    let stored = presentation
-        .preference
-        .iter()
-        .filter(|e| meta.reps.iter().any(|r| r.encoding == **e));
-    for encoding in stored.chain(meta.reps.iter().map(|r| &r.encoding)) {
-        if count < MAX_REPS && !available[..count].contains(encoding) {
-            available[count] = *encoding;
-            count += 1;
-        }
-    }
     let accept = request
         .headers
         .get(header::ACCEPT_ENCODING)
         .map(HeaderValue::as_bytes);
-    // A body stored in a coding edge cannot decode goes to every client, as the
-    // origin sent it (its Vary did not name Accept-Encoding): never a 406.
-    let Some(chosen) = encoding::negotiate(accept, &available[..count])
-        .or_else(|| meta.opaque_coding().map(|_| Encoding::Identity))
-    else {
+    let Some(index) = choose(meta, presentation.preference, accept) else {
         return not_acceptable(status);
     };
-    let index = meta
-        .reps
-        .iter()
-        .position(|r| r.encoding == chosen)
-        .unwrap_or(0);
     let rep = &meta.reps[index];
 
-    // RFC 9110 §13.2.2: preconditions before Range. The other representations' ETags
-    // are chosen by position: their text is read only if the request has a condition.
-    let mut other_etags = [""; MAX_REPS];
-    let mut others = 0;
-    for (_, r) in meta
-        .reps
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != index)
-        .take(MAX_REPS)
-    {
-        other_etags[others] = &r.etag;
-        others += 1;
-    }
+    // RFC 9110 §13.2.2: preconditions before Range.
+    let (other_etags, others) = other_etags(meta, index);
     let last_modified = meta.last_modified_at();
     let generated = (last_modified.is_none()
         && request.headers.contains_key(header::IF_MODIFIED_SINCE))
@@ -315,6 +284,51 @@ pub fn respond(
     response
 }
 
+/// The representation of `meta` a client sending `accept` (its `Accept-Encoding`) gets,
+/// by index into `meta.reps`; `None` when it accepts none of them (406). Negotiation
+/// breaks ties by the server's `preference`, identity last.
+fn choose(meta: &Meta, preference: &[Encoding], accept: Option<&[u8]>) -> Option<usize> {
+    let mut available = [Encoding::Identity; MAX_REPS];
+    let mut count = 0;
+    let stored = preference
+        .iter()
+        .filter(|e| meta.reps.iter().any(|r| r.encoding == **e));
+    for encoding in stored.chain(meta.reps.iter().map(|r| &r.encoding)) {
+        if count < MAX_REPS && !available[..count].contains(encoding) {
+            available[count] = *encoding;
+            count += 1;
+        }
+    }
+    // A body stored in a coding edge cannot decode goes to every client, as the
+    // origin sent it (its Vary did not name Accept-Encoding): never a 406.
+    let chosen = encoding::negotiate(accept, &available[..count])
+        .or_else(|| meta.opaque_coding().map(|_| Encoding::Identity))?;
+    Some(
+        meta.reps
+            .iter()
+            .position(|r| r.encoding == chosen)
+            .unwrap_or(0),
+    )
+}
+
+/// The ETags of `meta`'s representations other than `index`, and how many there are:
+/// chosen by position, their text read only if the request has a condition.
+fn other_etags(meta: &Meta, index: usize) -> ([&str; MAX_REPS], usize) {
+    let mut etags = [""; MAX_REPS];
+    let mut count = 0;
+    for (_, r) in meta
+        .reps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .take(MAX_REPS)
+    {
+        etags[count] = &r.etag;
+        count += 1;
+    }
+    (etags, count)
+}
+
 /// Whether the stored fields already say the response varies on `Accept-Encoding`.
 fn varies_on_encoding(headers: &HeaderMap) -> bool {
     headers.get_all(header::VARY).iter().any(|v| {
@@ -389,16 +403,20 @@ const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// placeholders for `Age` and `Cache-Status`: the stored end-to-end fields, `ETag`,
 /// `Content-Encoding`, `Vary`, `Accept-Ranges`, `Content-Length` and `Via`.
 fn full_block(entry: &Entry, index: usize, compressible: bool) -> HeaderMap {
+    share_values(&full_fields_of(entry, index, compressible))
+}
+
+/// [`full_fields`] for representation `index` of `entry`, as [`full_block`] keeps them.
+fn full_fields_of(entry: &Entry, index: usize, compressible: bool) -> HeaderMap {
     let meta = &entry.meta;
     let rep = &meta.reps[index];
-    let fields = full_fields(
+    full_fields(
         meta,
         Some(&rep.etag),
         rep.encoding,
         Some(entry.body(index).len()),
         compressible,
-    );
-    share_values(&fields)
+    )
 }
 
 /// The fields [`full_block`] holds, for a body of `len` bytes (`None`: not yet known,

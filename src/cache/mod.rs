@@ -58,6 +58,26 @@ pub struct HeaderBlock {
     pub full: std::sync::OnceLock<http::HeaderMap>,
     /// For a 304 (RFC 9110 §15.4.5).
     pub not_modified: std::sync::OnceLock<http::HeaderMap>,
+    /// The full response's fields as HTTP/1.1 bytes, for hits answered without hyper.
+    pub full_wire: std::sync::OnceLock<Box<Wire>>,
+    /// The 304's fields as HTTP/1.1 bytes.
+    pub not_modified_wire: std::sync::OnceLock<Box<Wire>>,
+}
+
+/// A response's fields as an HTTP/1.1 head writes them, built by
+/// [`crate::respond::respond_wire`] the first time a hit on the listener's direct path
+/// needs them (independently of the maps, which only hyper's path builds).
+pub struct Wire {
+    /// Every field but `Age` and `Cache-Status`, each `name: value\r\n`, with the
+    /// `Cache-Control` lines last.
+    pub fields: Box<[u8]>,
+    /// Where the `Cache-Control` lines start in `fields` (a site's immutable rule
+    /// replaces them).
+    pub cache_control_at: usize,
+    /// Whether the fields have a `Date`.
+    pub dated: bool,
+    /// The `Content-Encoding`, if any.
+    pub encoding: Option<http::HeaderValue>,
 }
 
 /// Where a representation's bytes are.
@@ -144,7 +164,8 @@ impl Entry {
     /// What the memory budget charges for this entry: its body bytes and an estimate,
     /// from its size, of all it holds besides — the entry and its key (twice, with the
     /// LRU slot), the stored fields, and each representation's response fields as hits
-    /// build them (full and 304). Fixed for the entry's life, so that the budget
+    /// build them (full and 304, as maps and as HTTP/1.1 bytes). Fixed for the entry's
+    /// life, so that the budget
     /// bounds the process's memory and not only its bodies.
     pub fn memory_charge(&self) -> u64 {
         // Measured with benches/scale (1,000,000 entries of 512 B): see the README.
@@ -152,6 +173,7 @@ impl Entry {
         const FIELD: u64 = 72;
         const BLOCK_FIELD: u64 = 112;
         const ADDED_FIELDS: u64 = 9;
+        const WIRE_ADDED: u64 = 160;
         let meta = &self.meta;
         let fields = meta.headers.len() as u64;
         let field_bytes: u64 = meta
@@ -162,6 +184,9 @@ impl Entry {
         let etags: u64 = meta.reps.iter().map(|r| r.etag.len() as u64).sum();
         let stored = fields * FIELD + field_bytes;
         let block = (fields + ADDED_FIELDS) * BLOCK_FIELD + field_bytes;
+        // The same fields written out: ": " and CRLF each, the added fields' text, and
+        // the allocation.
+        let wire = field_bytes + (fields + ADDED_FIELDS) * 4 + WIRE_ADDED;
         let reps = meta.reps.len() as u64;
         self.memory_bytes()
             + ENTRY
@@ -169,7 +194,7 @@ impl Entry {
             + meta.url.len() as u64
             + stored
             + etags * 3
-            + reps * (block + block / 2)
+            + reps * (block + block / 2 + wire + wire / 2)
     }
 
     /// Body bytes held in memory by this entry (what the memory budget counts).

@@ -90,8 +90,8 @@ pub fn evaluate(method: &Method, request: &HeaderMap, v: &Validators<'_>) -> Pre
     let safe = method == Method::GET || method == Method::HEAD;
 
     // Step 1 (§13.1.1): If-Match uses the strong comparison.
-    if let Some(tags) = tag_list(request, &IF_MATCH) {
-        let matched = match tags {
+    if request.contains_key(&IF_MATCH) {
+        let matched = match tag_list(|| field_members(request, &IF_MATCH)) {
             TagList::Any => true,
             TagList::Tags(mut tags) => {
                 let current = v.etag.and_then(|e| EntityTag::parse(e.as_bytes()));
@@ -110,20 +110,8 @@ pub fn evaluate(method: &Method, request: &HeaderMap, v: &Validators<'_>) -> Pre
     }
 
     // Step 3 (§13.1.2): If-None-Match uses the weak comparison.
-    if let Some(tags) = tag_list(request, &IF_NONE_MATCH) {
-        let matched = match tags {
-            TagList::Any => true,
-            TagList::Tags(mut tags) => {
-                let current = || {
-                    v.etag
-                        .into_iter()
-                        .chain(v.other_etags.iter().copied())
-                        .filter_map(|e| EntityTag::parse(e.as_bytes()))
-                };
-                tags.any(|tag| current().any(|c| tag.weak_eq(&c)))
-            }
-        };
-        if !matched {
+    if request.contains_key(&IF_NONE_MATCH) {
+        if !none_match_hits(|| field_members(request, &IF_NONE_MATCH), v) {
             return Precondition::Proceed;
         }
         return if safe {
@@ -144,6 +132,28 @@ pub fn evaluate(method: &Method, request: &HeaderMap, v: &Validators<'_>) -> Pre
         return Precondition::NotModified;
     }
     Precondition::Proceed
+}
+
+/// Whether an `If-None-Match` field names the selected representation or one of the
+/// others (RFC 9110 §13.1.2: `*`, or a member that weakly matches). `members` lists the
+/// field's members (of every line) each time it is called: `*` is looked for first,
+/// then the list is read again as tags.
+pub fn none_match_hits<'a, I>(members: impl Fn() -> I, v: &Validators<'_>) -> bool
+where
+    I: Iterator<Item = &'a [u8]>,
+{
+    match tag_list(members) {
+        TagList::Any => true,
+        TagList::Tags(mut tags) => {
+            let current = || {
+                v.etag
+                    .into_iter()
+                    .chain(v.other_etags.iter().copied())
+                    .filter_map(|e| EntityTag::parse(e.as_bytes()))
+            };
+            tags.any(|tag| current().any(|c| tag.weak_eq(&c)))
+        }
+    }
 }
 
 /// Whether two entity-tags match under the strong comparison (RFC 9110 §8.8.3.2):
@@ -218,22 +228,19 @@ enum TagList<I> {
     Tags(I),
 }
 
-/// Reads every line of an entity-tag list field; `None` when the field is absent.
-/// `*` counts only as the whole field value; malformed members are dropped, so a
-/// field of nothing but garbage is an empty list that matches nothing. Nothing is
-/// collected: a conditional hit allocates nothing here.
-fn tag_list<'a>(
-    request: &'a HeaderMap,
-    name: &HeaderName,
-) -> Option<TagList<impl Iterator<Item = EntityTag<'a>>>> {
-    request.get(name)?;
-    let mut all = field_members(request, name);
+/// Reads an entity-tag list from its members (every line's, listed by `members` each
+/// time it is called). `*` counts only as the whole field value; malformed members are
+/// dropped, so a field of nothing but garbage is an empty list that matches nothing.
+/// Nothing is collected: a conditional hit allocates nothing here.
+fn tag_list<'a, I>(members: impl Fn() -> I) -> TagList<impl Iterator<Item = EntityTag<'a>>>
+where
+    I: Iterator<Item = &'a [u8]>,
+{
+    let mut all = members();
     if all.next() == Some(b"*") && all.next().is_none() {
-        return Some(TagList::Any);
+        return TagList::Any;
     }
-    Some(TagList::Tags(
-        field_members(request, name).filter_map(EntityTag::parse),
-    ))
+    TagList::Tags(members().filter_map(EntityTag::parse))
 }
 
 /// A date field that must hold exactly one valid HTTP-date, as whole seconds; `None`

@@ -1,0 +1,479 @@
+//! The direct path: plain HTTP/1.1 requests that a memory hit answers are read and
+//! answered here, without hyper. A hit is the common request of a CDN node, and the
+//! whole of it is a lookup and one write of a header block built when the entry was
+//! first served ([`crate::respond::respond_wire`]); hyper's request and response maps,
+//! its dispatcher and its encoder cost more than that.
+//!
+//! The path takes only requests it can read without doubt: `GET` or `HEAD`, HTTP/1.1, an
+//! origin-form target of URI characters, one `Host`, at most one `Accept-Encoding` and
+//! `If-None-Match` line (`If-Modified-Since` only beside it, which then ignores it), and
+//! none of the fields that would change how the request is read or answered (a body,
+//! `Connection` other than `keep-alive`, `Expect`, `Upgrade`, `Cache-Control`,
+//! `Pragma`, `Authorization`, `Range` and the other preconditions).
+//! The first request it cannot take, or that the handler does not answer, goes to hyper
+//! with every byte read and not yet answered, and the rest of the connection is
+//! hyper's: no request is ever parsed by both, and hyper's errors (400, 431, 414) and
+//! limits apply as before. Timeouts are those of the stream it is given, and graceful
+//! shutdown closes it between requests.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use super::{Connection, Handler, Open, stopped};
+use crate::body::TURN;
+use crate::tls::Scheme;
+
+/// A request the direct path may answer, read from the connection's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectRequest<'a> {
+    /// `HEAD` (the answer's body is not sent) rather than `GET`.
+    pub head: bool,
+    /// The origin-form target, as sent.
+    pub target: &'a str,
+    /// The one `Host` line's value.
+    pub host: &'a [u8],
+    /// The `Accept-Encoding` line's value, if there is one.
+    pub accept_encoding: Option<&'a [u8]>,
+    /// The `If-None-Match` line's value, if there is one.
+    pub if_none_match: Option<&'a [u8]>,
+}
+
+/// The request-head limits of the listener (see [`crate::config::Limits`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeadLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// Fields parsed per request head; a head with more goes to hyper.
+const MAX_FIELDS: usize = 64;
+
+/// Bytes the buffer has room for before each read.
+const READ_AHEAD: usize = 4096;
+
+/// Serves a plain connection: answers the requests its handler answers directly, in
+/// order, then hands the connection to hyper (see the module documentation). Ends
+/// when the client closes, a timeout of `stream` fires, a write fails, or `stop` turns
+/// true while no request is being answered.
+pub(super) async fn serve<H, S>(
+    connection: Connection<H>,
+    mut stream: S,
+    limits: HeadLimits,
+    stop: watch::Receiver<bool>,
+) where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::new();
+    if connection.handler.direct() {
+        let mut head = Vec::new();
+        // One wait for the whole connection: a wait made and dropped around each read
+        // would take the channel's waiter-list lock twice per request.
+        let mut shutdown = std::pin::pin!({
+            let mut stop = stop.clone();
+            async move { stopped(&mut stop).await }
+        });
+        loop {
+            // Every complete request already read, in order, until a graceful shutdown
+            // (the one being answered when it began is finished).
+            while !stopping(&stop) {
+                let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+                let (len, body) = match parse(&buf, &mut fields, limits) {
+                    Parsed::Partial => break,
+                    Parsed::Other => return hand_over(connection, buf, stream).await,
+                    Parsed::Direct(len, request) => {
+                        head.clear();
+                        match connection.handler.answer_direct(&request, &mut head) {
+                            Some(body) => (len, body),
+                            None => return hand_over(connection, buf, stream).await,
+                        }
+                    }
+                };
+                buf.advance(len);
+                let open = Open::enter(&connection.activity);
+                if let Err(error) = write(&mut stream, &head, &body).await {
+                    tracing::debug!(peer = %connection.peer, %error, "connection ended with an error");
+                    return;
+                }
+                drop(open);
+            }
+            if stopping(&stop) {
+                return;
+            }
+            if buf.len() >= limits.max_header_bytes {
+                // hyper answers 431.
+                return hand_over(connection, buf, stream).await;
+            }
+            buf.reserve(READ_AHEAD);
+            let read = tokio::select! {
+                read = stream.read_buf(&mut buf) => read,
+                // Between requests: nothing in flight to finish.
+                _ = &mut shutdown => return,
+            };
+            match read {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(peer = %connection.peer, %error, "connection ended with an error");
+                    return;
+                }
+            }
+        }
+    }
+    hand_over(connection, buf, stream).await
+}
+
+/// Whether a graceful shutdown has begun (`stop` turned true, or its sender is gone):
+/// one atomic load.
+fn stopping(stop: &watch::Receiver<bool>) -> bool {
+    !matches!(stop.has_changed(), Ok(false))
+}
+
+/// Gives the connection to hyper for good, with `read`: what was read and not answered.
+async fn hand_over<H, S>(connection: Connection<H>, read: BytesMut, stream: S)
+where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = Rewind {
+        read: read.freeze(),
+        inner: stream,
+    };
+    connection.serve(stream, Scheme::Http).await
+}
+
+/// What the start of a buffer holds.
+enum Parsed<'b> {
+    /// Not yet a whole request head.
+    Partial,
+    /// A request for hyper: malformed, over a limit, or not one the direct path takes.
+    Other,
+    /// A request head of this many bytes that the direct path may answer.
+    Direct(usize, DirectRequest<'b>),
+}
+
+fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLimits) -> Parsed<'b> {
+    let mut parsed = httparse::Request::new(fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    if len > limits.max_header_bytes
+        || parsed.headers.len() > limits.max_headers
+        || parsed.version != Some(1)
+    {
+        return Parsed::Other;
+    }
+    let head = match parsed.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return Parsed::Other,
+    };
+    let Some(target) = parsed.path.filter(|t| is_origin_form(t.as_bytes())) else {
+        return Parsed::Other;
+    };
+    let mut host = None;
+    let mut accept_encoding = None;
+    let mut if_none_match = None;
+    let mut if_modified_since = false;
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        let slot = if name.eq_ignore_ascii_case(b"host") {
+            &mut host
+        } else if name.eq_ignore_ascii_case(b"accept-encoding") {
+            &mut accept_encoding
+        } else if name.eq_ignore_ascii_case(b"if-none-match") {
+            &mut if_none_match
+        } else if name.eq_ignore_ascii_case(b"if-modified-since") {
+            if_modified_since = true;
+            continue;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if !field.value.trim_ascii().eq_ignore_ascii_case(b"keep-alive") {
+                return Parsed::Other;
+            }
+            continue;
+        } else if CHANGES_THE_ANSWER
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            return Parsed::Other;
+        } else {
+            continue;
+        };
+        if slot.replace(field.value).is_some() {
+            // A repeated line: hyper's reading of the whole request decides.
+            return Parsed::Other;
+        }
+    }
+    // RFC 9110 §13.1.3: If-Modified-Since is ignored beside If-None-Match (as browsers
+    // revalidate), and evaluated by hyper's path alone.
+    let Some(host) = host.filter(|_| !if_modified_since || if_none_match.is_some()) else {
+        return Parsed::Other;
+    };
+    Parsed::Direct(
+        len,
+        DirectRequest {
+            head,
+            target,
+            host,
+            accept_encoding,
+            if_none_match,
+        },
+    )
+}
+
+/// Fields that send a request to hyper: they frame a body, change the connection, or
+/// change which answer is right (the full reading of a request is the proxy's).
+const CHANGES_THE_ANSWER: [&str; 13] = [
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+    "te",
+    "http2-settings",
+    "cache-control",
+    "pragma",
+    "authorization",
+    "range",
+    "if-range",
+    "if-match",
+    "if-unmodified-since",
+];
+
+/// An origin-form target (RFC 9112 §3.2.1) of URI characters only (RFC 3986 §2):
+/// anything else is hyper's to accept or refuse.
+fn is_origin_form(target: &[u8]) -> bool {
+    target.first() == Some(&b'/')
+        && target
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
+}
+
+/// Writes a response: `head`, then `body` — a large body in turns of [`TURN`] bytes
+/// with a yield between them, as [`crate::body`] hands bodies to hyper, so that one
+/// connection taking megabytes at once does not hold up the others on its thread.
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let (first, mut rest) = body.split_at(body.len().min(TURN));
+    let mut both = [IoSlice::new(head), IoSlice::new(first)];
+    let mut slices: &mut [IoSlice<'_>] = match first.is_empty() {
+        true => &mut both[..1],
+        false => &mut both[..],
+    };
+    while !slices.is_empty() {
+        match stream.write_vectored(slices).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut slices, n),
+        }
+    }
+    while !rest.is_empty() {
+        tokio::task::yield_now().await;
+        let (turn, after) = rest.split_at(rest.len().min(TURN));
+        stream.write_all(turn).await?;
+        rest = after;
+    }
+    Ok(())
+}
+
+/// A stream whose first reads return bytes already read from it.
+struct Rewind<S> {
+    read: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_header_bytes: 8192,
+        max_headers: 100,
+    };
+
+    fn direct(head: &str) -> Option<(usize, DirectRequest<'_>)> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        match parse(head.as_bytes(), &mut fields, LIMITS) {
+            Parsed::Direct(len, request) => Some((len, request)),
+            _ => None,
+        }
+    }
+
+    fn is_other(head: &str) -> bool {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        matches!(parse(head.as_bytes(), &mut fields, LIMITS), Parsed::Other)
+    }
+
+    #[test]
+    fn a_plain_get_is_read_with_the_fields_that_matter() {
+        let head = "GET /a.css?v=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: x\r\n\
+                    Accept-Encoding: br, gzip\r\nIf-None-Match: \"x\"\r\n\
+                    Connection: Keep-Alive\r\n\r\nGET /next";
+        let (len, request) = direct(head).expect("direct");
+        assert_eq!(&head[len..], "GET /next");
+        assert_eq!(
+            request,
+            DirectRequest {
+                head: false,
+                target: "/a.css?v=1",
+                host: b"example.com",
+                accept_encoding: Some(b"br, gzip"),
+                if_none_match: Some(b"\"x\""),
+            }
+        );
+        let (_, request) = direct("HEAD / HTTP/1.1\r\nhost: a\r\n\r\n").expect("direct");
+        assert!(request.head);
+        // A browser's revalidation: If-Modified-Since beside If-None-Match is ignored.
+        let revalidation = "GET / HTTP/1.1\r\nHost: a\r\nIf-Modified-Since: Thu, 01 Jan 2026 \
+                            00:00:00 GMT\r\nIf-None-Match: \"x\"\r\n\r\n";
+        let (_, request) = direct(revalidation).expect("direct");
+        assert_eq!(request.if_none_match, Some(&b"\"x\""[..]));
+    }
+
+    #[test]
+    fn a_head_cut_short_waits_for_more() {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let partial = parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut fields, LIMITS);
+        assert!(matches!(partial, Parsed::Partial));
+    }
+
+    #[test]
+    fn requests_the_path_does_not_read_fully_go_to_hyper() {
+        for head in [
+            // Other methods, versions and target forms.
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            // Targets with characters outside the URI set.
+            "GET /a\"b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a{b} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
+            // No Host, or two.
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            // A repeated field the answer depends on.
+            "GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: br\r\nAccept-Encoding: gzip\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"a\"\r\nif-none-match: \"b\"\r\n\r\n",
+            // Fields that frame a body or change the connection or the answer.
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nCache-Control: no-cache\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nPRAGMA: no-cache\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nIf-Modified-Since: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nIf-Match: *\r\nIf-None-Match: \"a\"\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n",
+            // Malformed.
+            "GET / HTTP/1.1\r\nHost a\r\n\r\n",
+            "GET  HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(is_other(head), "{head:?} should go to hyper");
+        }
+    }
+
+    #[test]
+    fn heads_over_the_limits_go_to_hyper() {
+        let many: String = (0..MAX_FIELDS + 1)
+            .map(|i| format!("x-{i}: y\r\n"))
+            .collect();
+        assert!(is_other(&format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n"
+        )));
+        let limits = HeadLimits {
+            max_header_bytes: 30,
+            max_headers: 1,
+        };
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let long = b"GET /aaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(matches!(parse(long, &mut fields, limits), Parsed::Other));
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let two = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n";
+        let limits = HeadLimits {
+            max_header_bytes: 8192,
+            max_headers: 1,
+        };
+        assert!(matches!(parse(two, &mut fields, limits), Parsed::Other));
+    }
+
+    #[tokio::test]
+    async fn a_rewound_stream_reads_what_was_read_first() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut rewound = Rewind {
+            read: Bytes::from_static(b"first "),
+            inner: client,
+        };
+        server.write_all(b"then the socket").await.unwrap();
+        drop(server);
+        let mut all = String::new();
+        rewound.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "first then the socket");
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_written_whole_in_turns() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let body: Vec<u8> = (0..3 * TURN + 5).map(|i| (i % 251) as u8).collect();
+        let expected = body.clone();
+        let writer = tokio::spawn(async move {
+            write(&mut server, b"head\r\n\r\n", &body).await.unwrap();
+        });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(&got[..8], b"head\r\n\r\n");
+        assert!(got[8..] == expected[..], "body differs");
+    }
+}

@@ -1,0 +1,343 @@
+//! The listener's direct path (plain HTTP/1.1 memory hits answered without hyper), over
+//! real sockets: the same answer as hyper gives, byte for byte but for field order;
+//! pipelined requests answered in order across the hand-over to hyper; heads split
+//! across reads; and connections closed by a graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Route, TestEdge, TestOrigin, cache_status};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+
+/// One response read off a connection: status line, header lines (lower-cased names,
+/// sorted) and body.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: String,
+    fields: Vec<String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn field(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{name}: ");
+        self.fields
+            .iter()
+            .find_map(|f| f.strip_prefix(prefix.as_str()))
+    }
+}
+
+/// Reads one response with a `Content-Length` (or none, for HEAD and 304).
+async fn read_answer(reader: &mut BufReader<OwnedReadHalf>, head_request: bool) -> Answer {
+    let mut status = String::new();
+    reader.read_line(&mut status).await.unwrap();
+    let mut fields = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let line = line.trim_end_matches("\r\n");
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(": ").expect("name: value");
+        fields.push(format!("{}: {value}", name.to_ascii_lowercase()));
+    }
+    fields.sort();
+    let mut answer = Answer {
+        status: status.trim_end().to_owned(),
+        fields,
+        body: Vec::new(),
+    };
+    let len: usize = match (head_request, answer.field("content-length")) {
+        (false, Some(len)) if !answer.status.contains(" 304 ") => len.parse().unwrap(),
+        _ => 0,
+    };
+    answer.body = vec![0; len];
+    reader.read_exact(&mut answer.body).await.unwrap();
+    answer
+}
+
+/// A connection to `edge`, split so that requests can be written while answers are
+/// read.
+async fn connect(edge: &TestEdge) -> (BufReader<OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf) {
+    let stream = TcpStream::connect(edge.running.addr).await.unwrap();
+    let (read, write) = stream.into_split();
+    (BufReader::new(read), write)
+}
+
+fn get(path: &str, fields: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{fields}\r\n")
+}
+
+/// `request` answered on a fresh connection (the direct path, for a hit) and on one
+/// that a first request handed to hyper (`If-Match: *` is true of any stored
+/// response, and the direct path leaves preconditions other than `If-None-Match` to
+/// hyper).
+async fn both_ways(edge: &TestEdge, request: &str, head: bool) -> (Answer, Answer) {
+    let (mut reader, mut writer) = connect(edge).await;
+    writer.write_all(request.as_bytes()).await.unwrap();
+    let direct = read_answer(&mut reader, head).await;
+
+    let (mut reader, mut writer) = connect(edge).await;
+    let to_hyper = get("/warm", "If-Match: *\r\n");
+    writer.write_all(to_hyper.as_bytes()).await.unwrap();
+    read_answer(&mut reader, false).await;
+    writer.write_all(request.as_bytes()).await.unwrap();
+    let by_hyper = read_answer(&mut reader, head).await;
+    (direct, by_hyper)
+}
+
+async fn edge_with_assets() -> (TestOrigin, TestEdge) {
+    let origin = TestOrigin::start().await;
+    let css = "body { color: red; }\n".repeat(200);
+    origin.route(
+        "/site.css",
+        Route::ok(css)
+            .header("content-type", "text/css")
+            .header("cache-control", "max-age=600")
+            .header("etag", "\"css-1\""),
+    );
+    origin.route(
+        "/warm",
+        Route::ok("warm").header("cache-control", "max-age=600"),
+    );
+    origin.route(
+        "/app.0123abcd.js",
+        Route::ok("let x = 1;\n".repeat(300))
+            .header("content-type", "text/javascript")
+            .header("cache-control", "max-age=60"),
+    );
+    let edge = TestEdge::start(&origin).await;
+    for path in ["/site.css", "/warm", "/app.0123abcd.js"] {
+        edge.get(path).await.bytes().await.unwrap();
+    }
+    // Wait for the compressed variants, so that both ways see the same entry.
+    for path in ["/site.css", "/app.0123abcd.js"] {
+        for _ in 0..200 {
+            let r = edge.get_with(path, &[("accept-encoding", "br")]).await;
+            if r.headers().get("content-encoding").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (origin, edge)
+}
+
+#[tokio::test]
+async fn a_hit_is_answered_the_same_by_the_direct_path_and_by_hyper() {
+    let (_origin, edge) = edge_with_assets().await;
+    let cases = [
+        (get("/site.css", ""), false),
+        (get("/site.css", "Accept-Encoding: gzip, br\r\n"), false),
+        (
+            get("/site.css", "Accept-Encoding: zstd;q=1, gzip;q=0.5\r\n"),
+            false,
+        ),
+        (get("/site.css", "Accept-Encoding: identity\r\n"), false),
+        (get("/site.css", "If-None-Match: \"css-1\"\r\n"), false),
+        (
+            get("/site.css", "If-None-Match: W/\"nope\", \"css-1\"\r\n"),
+            false,
+        ),
+        (get("/site.css", "If-None-Match: *\r\n"), false),
+        (get("/site.css", "If-None-Match: \"other\"\r\n"), false),
+        // A browser's revalidation: If-Modified-Since is ignored beside If-None-Match.
+        (
+            get(
+                "/site.css",
+                "If-Modified-Since: Thu, 01 Jan 2099 00:00:00 GMT\r\nIf-None-Match: \"other\"\r\n",
+            ),
+            false,
+        ),
+        (
+            get(
+                "/site.css",
+                "If-None-Match: \"css-1\"\r\nIf-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n",
+            ),
+            false,
+        ),
+        (
+            get("/site.css", "Connection: keep-alive\r\nUser-Agent: t\r\n"),
+            false,
+        ),
+        (
+            "HEAD /site.css HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: br\r\n\r\n".into(),
+            true,
+        ),
+        // A fingerprinted path: the immutable rule's Cache-Control replaces the origin's.
+        (get("/app.0123abcd.js", "Accept-Encoding: br\r\n"), false),
+        (get("/app.0123abcd.js", ""), false),
+    ];
+    for (request, head) in cases {
+        // Age and the ttl move with the clock: a pair straddling a second is retried.
+        let mut tries = 0;
+        let (direct, by_hyper) = loop {
+            let (direct, by_hyper) = both_ways(&edge, &request, head).await;
+            tries += 1;
+            if direct == by_hyper || tries == 5 {
+                break (direct, by_hyper);
+            }
+        };
+        assert_eq!(direct, by_hyper, "{request:?}");
+        assert!(
+            direct
+                .field("cache-status")
+                .is_some_and(|s| s.contains("hit")),
+            "{request:?}: {direct:?}"
+        );
+    }
+    let immutable = both_ways(&edge, &get("/app.0123abcd.js", ""), false)
+        .await
+        .0;
+    assert_eq!(
+        immutable.field("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let not_modified = both_ways(
+        &edge,
+        &get("/site.css", "If-None-Match: \"css-1\"\r\n"),
+        false,
+    )
+    .await
+    .0;
+    assert!(
+        not_modified.status.starts_with("HTTP/1.1 304"),
+        "{not_modified:?}"
+    );
+    assert_eq!(not_modified.field("content-length"), None);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_across_the_hand_over() {
+    let (origin, edge) = edge_with_assets().await;
+    origin.route(
+        "/fresh",
+        Route::ok("fresh").header("cache-control", "max-age=60"),
+    );
+    let (mut reader, mut writer) = connect(&edge).await;
+    // Two hits, a miss (the direct path hands it and what follows to hyper), a hit.
+    let all = [
+        get("/warm", ""),
+        get("/site.css", ""),
+        get("/fresh", ""),
+        get("/warm", ""),
+    ]
+    .concat();
+    writer.write_all(all.as_bytes()).await.unwrap();
+    let answers = [
+        read_answer(&mut reader, false).await,
+        read_answer(&mut reader, false).await,
+        read_answer(&mut reader, false).await,
+        read_answer(&mut reader, false).await,
+    ];
+    let bodies: Vec<&[u8]> = answers.iter().map(|a| &a.body[..]).collect();
+    assert_eq!(bodies[0], b"warm");
+    assert_eq!(bodies[1], "body { color: red; }\n".repeat(200).as_bytes());
+    assert_eq!(bodies[2], b"fresh");
+    assert_eq!(bodies[3], b"warm");
+    let statuses: Vec<&str> = answers
+        .iter()
+        .map(|a| a.field("cache-status").unwrap())
+        .collect();
+    assert!(statuses[2].contains("fwd=uri-miss"), "{statuses:?}");
+    for s in [statuses[0], statuses[1], statuses[3]] {
+        assert!(s.contains("hit"), "{statuses:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_split_across_reads_is_answered_once_whole() {
+    let (_origin, edge) = edge_with_assets().await;
+    let (mut reader, mut writer) = connect(&edge).await;
+    for part in ["GE", "T /warm HTTP/1.1\r\nHo", "st: 127.0.0.1\r\n", "\r\n"] {
+        writer.write_all(part.as_bytes()).await.unwrap();
+        writer.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let answer = read_answer(&mut reader, false).await;
+    assert_eq!(answer.body, b"warm");
+    assert!(
+        answer.field("cache-status").unwrap().contains("hit"),
+        "{answer:?}"
+    );
+    // Then a second request on the same connection, in one piece.
+    writer.write_all(get("/warm", "").as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut reader, false).await.body, b"warm");
+}
+
+#[tokio::test]
+async fn requests_the_direct_path_leaves_are_answered_by_hyper_as_before() {
+    let (_origin, edge) = edge_with_assets().await;
+    // Malformed, a missing Host, and `Connection: close`, each on a fresh connection.
+    let (mut reader, mut writer) = connect(&edge).await;
+    writer
+        .write_all(b"GET /warm HTTP/1.1\r\nHost test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader.read_to_string(&mut out)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+
+    let (mut reader, mut writer) = connect(&edge).await;
+    writer
+        .write_all(b"GET /warm HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_answer(&mut reader, false)
+            .await
+            .status
+            .contains(" 400 ")
+    );
+
+    let (mut reader, mut writer) = connect(&edge).await;
+    writer
+        .write_all(get("/warm", "Connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_answer(&mut reader, false).await;
+    assert_eq!(answer.body, b"warm");
+    assert_eq!(answer.field("connection"), Some("close"));
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "closed after the answer");
+}
+
+#[tokio::test]
+async fn direct_hits_are_counted_like_any_other() {
+    let (_origin, edge) = edge_with_assets().await;
+    let before = edge.running.state.metrics.totals().outcome("hit");
+    let (mut reader, mut writer) = connect(&edge).await;
+    for _ in 0..3 {
+        writer.write_all(get("/warm", "").as_bytes()).await.unwrap();
+        read_answer(&mut reader, false).await;
+    }
+    assert_eq!(
+        edge.running.state.metrics.totals().outcome("hit"),
+        before + 3
+    );
+    assert!(cache_status(&edge.get("/warm").await).contains("hit"));
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_closes_an_idle_direct_connection_at_once() {
+    let (_origin, edge) = edge_with_assets().await;
+    let (mut reader, mut writer) = connect(&edge).await;
+    writer.write_all(get("/warm", "").as_bytes()).await.unwrap();
+    read_answer(&mut reader, false).await;
+    let started = std::time::Instant::now();
+    edge.stop().await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    // The default grace is far longer: the connection did not hold the shutdown.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
