@@ -86,7 +86,11 @@ fn answer_direct(
     }
     let sites = state.sites();
     let site = sites.by_host(&host)?;
-    if site.config.https_redirect {
+    // A site that ignores the client's Cache-Control and Pragma answers a fresh hit
+    // whatever they say (a browser's reload sends `max-age=0`); one that honours them
+    // reads them in full on hyper's path.
+    let honor = site.config.client_cache_control == ClientCacheControl::Honor;
+    if site.config.https_redirect || (honor && request.cache_directives) {
         return None;
     }
     let target = normalise_target(request.target, &site.query);

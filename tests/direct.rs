@@ -164,6 +164,15 @@ async fn a_hit_is_answered_the_same_by_the_direct_path_and_by_hyper() {
             get("/site.css", "Connection: keep-alive\r\nUser-Agent: t\r\n"),
             false,
         ),
+        // A browser's reload, to a site that ignores the client's Cache-Control.
+        (get("/site.css", "Cache-Control: max-age=0\r\n"), false),
+        (
+            get(
+                "/site.css",
+                "Pragma: no-cache\r\nCache-Control: no-cache\r\n",
+            ),
+            false,
+        ),
         (
             "HEAD /site.css HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: br\r\n\r\n".into(),
             true,
@@ -305,6 +314,27 @@ async fn requests_the_direct_path_leaves_are_answered_by_hyper_as_before() {
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "closed after the answer");
+}
+
+#[tokio::test]
+async fn a_site_that_honours_cache_control_reads_it_on_every_connection() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/page",
+        Route::ok("page").header("cache-control", "max-age=600"),
+    );
+    let edge = TestEdge::start_site(&origin, "client_cache_control = \"honor\"").await;
+    edge.get("/page").await.bytes().await.unwrap();
+    assert_eq!(origin.hits(), 1);
+    let (mut reader, mut writer) = connect(&edge).await;
+    writer
+        .write_all(get("/page", "Cache-Control: no-cache\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_answer(&mut reader, false).await;
+    let status = answer.field("cache-status").unwrap();
+    assert!(status.contains("fwd=request"), "{status}");
+    assert_eq!(origin.hits(), 2, "no-cache revalidated at the origin");
 }
 
 #[tokio::test]

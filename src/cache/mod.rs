@@ -173,7 +173,7 @@ impl Entry {
         const FIELD: u64 = 72;
         const BLOCK_FIELD: u64 = 112;
         const ADDED_FIELDS: u64 = 9;
-        const WIRE_ADDED: u64 = 160;
+        const WIRE_ADDED: u64 = 320;
         let meta = &self.meta;
         let fields = meta.headers.len() as u64;
         let field_bytes: u64 = meta
@@ -184,8 +184,9 @@ impl Entry {
         let etags: u64 = meta.reps.iter().map(|r| r.etag.len() as u64).sum();
         let stored = fields * FIELD + field_bytes;
         let block = (fields + ADDED_FIELDS) * BLOCK_FIELD + field_bytes;
-        // The same fields written out: ": " and CRLF each, the added fields' text, and
-        // the allocation.
+        // The same fields written out for the direct path: ": " and CRLF each, the
+        // added fields' names and values (the ETag's counted below), the `Wire` box
+        // and the allocations.
         let wire = field_bytes + (fields + ADDED_FIELDS) * 4 + WIRE_ADDED;
         let reps = meta.reps.len() as u64;
         self.memory_bytes()
@@ -195,6 +196,7 @@ impl Entry {
             + stored
             + etags * 3
             + reps * (block + block / 2 + wire + wire / 2)
+            + etags * 2
     }
 
     /// Body bytes held in memory by this entry (what the memory budget counts).

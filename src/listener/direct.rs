@@ -8,12 +8,12 @@
 //! origin-form target of URI characters, one `Host`, at most one `Accept-Encoding` and
 //! `If-None-Match` line (`If-Modified-Since` only beside it, which then ignores it), and
 //! none of the fields that would change how the request is read or answered (a body,
-//! `Connection` other than `keep-alive`, `Expect`, `Upgrade`, `Cache-Control`,
-//! `Pragma`, `Authorization`, `Range` and the other preconditions).
-//! The first request it cannot take, or that the handler does not answer, goes to hyper
-//! with every byte read and not yet answered, and the rest of the connection is
-//! hyper's: no request is ever parsed by both, and hyper's errors (400, 431, 414) and
-//! limits apply as before. Timeouts are those of the stream it is given, and graceful
+//! `Connection` other than `keep-alive`, `Expect`, `Upgrade`, `Authorization`, `Range`
+//! and the other preconditions; `Cache-Control` and `Pragma` are noted for the handler,
+//! which may ignore them). The first request it cannot take, or that the handler does
+//! not answer, goes to hyper with every byte read and not yet answered, and the rest
+//! of the connection is hyper's: hyper reads that request again from its first byte,
+//! and its errors (400, 431, 414) and limits apply as before. Timeouts are those of the stream it is given, and graceful
 //! shutdown closes it between requests.
 
 use std::io::{self, IoSlice};
@@ -41,6 +41,8 @@ pub struct DirectRequest<'a> {
     pub accept_encoding: Option<&'a [u8]>,
     /// The `If-None-Match` line's value, if there is one.
     pub if_none_match: Option<&'a [u8]>,
+    /// Whether it has `Cache-Control` or `Pragma` (not read here).
+    pub cache_directives: bool,
 }
 
 /// The request-head limits of the listener (see [`crate::config::Limits`]).
@@ -52,6 +54,10 @@ pub(super) struct HeadLimits {
 
 /// Fields parsed per request head; a head with more goes to hyper.
 const MAX_FIELDS: usize = 64;
+
+/// The longest head taken here: hyper refuses a target or a field value of 64 KiB or
+/// more, which a longer head could hold, whatever `max_header_bytes` allows.
+const MAX_HEAD: usize = 64 * 1024 - 1;
 
 /// Bytes the buffer has room for before each read.
 const READ_AHEAD: usize = 4096;
@@ -164,7 +170,7 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
-    if len > limits.max_header_bytes
+    if len > limits.max_header_bytes.min(MAX_HEAD)
         || parsed.headers.len() > limits.max_headers
         || parsed.version != Some(1)
     {
@@ -182,6 +188,7 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
     let mut accept_encoding = None;
     let mut if_none_match = None;
     let mut if_modified_since = false;
+    let mut cache_directives = false;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         let slot = if name.eq_ignore_ascii_case(b"host") {
@@ -192,6 +199,11 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
             &mut if_none_match
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
             if_modified_since = true;
+            continue;
+        } else if name.eq_ignore_ascii_case(b"cache-control")
+            || name.eq_ignore_ascii_case(b"pragma")
+        {
+            cache_directives = true;
             continue;
         } else if name.eq_ignore_ascii_case(b"connection") {
             if !field.value.trim_ascii().eq_ignore_ascii_case(b"keep-alive") {
@@ -224,21 +236,20 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
             host,
             accept_encoding,
             if_none_match,
+            cache_directives,
         },
     )
 }
 
 /// Fields that send a request to hyper: they frame a body, change the connection, or
 /// change which answer is right (the full reading of a request is the proxy's).
-const CHANGES_THE_ANSWER: [&str; 13] = [
+const CHANGES_THE_ANSWER: [&str; 11] = [
     "content-length",
     "transfer-encoding",
     "expect",
     "upgrade",
     "te",
     "http2-settings",
-    "cache-control",
-    "pragma",
     "authorization",
     "range",
     "if-range",
@@ -292,7 +303,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.read.is_empty() {
+        if self.read.is_empty() || buf.remaining() == 0 {
             return Pin::new(&mut self.inner).poll_read(cx, buf);
         }
         let n = self.read.len().min(buf.remaining());
@@ -369,8 +380,13 @@ mod tests {
                 host: b"example.com",
                 accept_encoding: Some(b"br, gzip"),
                 if_none_match: Some(b"\"x\""),
+                cache_directives: false,
             }
         );
+        let reload = "GET / HTTP/1.1\r\nHost: a\r\nCache-Control: max-age=0\r\n\r\n";
+        assert!(direct(reload).expect("direct").1.cache_directives);
+        let old = "GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n";
+        assert!(direct(old).expect("direct").1.cache_directives);
         let (_, request) = direct("HEAD / HTTP/1.1\r\nhost: a\r\n\r\n").expect("direct");
         assert!(request.head);
         // A browser's revalidation: If-Modified-Since beside If-None-Match is ignored.
@@ -409,8 +425,6 @@ mod tests {
             // Fields that frame a body or change the connection or the answer.
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nCache-Control: no-cache\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nPRAGMA: no-cache\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nIf-Modified-Since: x\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nIf-Match: *\r\nIf-None-Match: \"a\"\r\n\r\n",
@@ -439,6 +453,20 @@ mod tests {
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let long = b"GET /aaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n";
         assert!(matches!(parse(long, &mut fields, limits), Parsed::Other));
+        // Past 64 KiB hyper refuses what the head may hold, whatever the limit says.
+        let huge = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "y".repeat(MAX_HEAD)
+        );
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let limits = HeadLimits {
+            max_header_bytes: 1 << 20,
+            max_headers: 100,
+        };
+        assert!(matches!(
+            parse(huge.as_bytes(), &mut fields, limits),
+            Parsed::Other
+        ));
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let two = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n";
         let limits = HeadLimits {
