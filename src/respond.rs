@@ -224,15 +224,30 @@ pub fn respond(
     };
 
     let block = entry.header_block(index);
-    let full = block
-        .full
-        .get_or_init(|| full_block(entry, index, (presentation.compressible)(meta)));
-    let mut headers = match precondition {
-        Precondition::NotModified => block
-            .not_modified
-            .get_or_init(|| not_modified_block(full))
-            .clone(),
-        _ => full.clone(),
+    let compressible = || (presentation.compressible)(meta);
+    let mut headers = if status.hit {
+        let full = block
+            .full
+            .get_or_init(|| full_block(entry, index, compressible()));
+        match precondition {
+            Precondition::NotModified => block
+                .not_modified
+                .get_or_init(|| not_modified_block(full))
+                .clone(),
+            _ => full.clone(),
+        }
+    } else {
+        // A miss or a revalidation builds its fields for itself: most entries are
+        // answered by hyper only then, and their hits on the direct path keep bytes
+        // instead (`Wire`), so a block kept now would be memory no hit reads.
+        let full = match block.full.get() {
+            Some(full) => full.clone(),
+            None => full_fields_of(entry, index, compressible()),
+        };
+        match precondition {
+            Precondition::NotModified => not_modified_block(&full),
+            _ => full,
+        }
     };
     // Age and Cache-Status replace the block's placeholders in place.
     let (age, status) = age_and_status(age, &status);
