@@ -5,7 +5,8 @@
 //! in-flight requests finish.
 //!
 //! A listener serves a [`Handler`]: the client path calls the proxy directly (no router
-//! on the hit path); the admin listener serves an axum [`Router`].
+//! on the hit path); the admin listener serves an axum [`Router`]. On plain connections
+//! a handler may answer memory hits itself, before hyper ([`direct`]).
 
 use std::future::Future;
 use std::io;

@@ -94,17 +94,9 @@ fn answer_direct(
         return None;
     }
     let target = normalise_target(request.target, &site.query);
-    let cache_control = site
-        .immutable
-        .header_for(target.split('?').next().unwrap_or(&target));
-    let mut key = ArrayString::<KEY_TEXT_MAX>::new();
-    CacheKey::write(&mut key, &site.name, &host, &target).ok()?;
-    let cache = &state.cache;
-    if cache.varies(&key) {
-        return None;
-    }
+    let cache_control = immutable_cache_control(site, &target);
     let now = state.clock.now();
-    let Lookup::Fresh(hit) = cache.lookup_memory(&key, now)? else {
+    let Lookup::Fresh(hit) = lookup_in_place(state, site, &host, &target, now)? else {
         return None;
     };
     let answer = present(state, cache_control, |presentation| {
@@ -249,7 +241,7 @@ struct AccessLine {
 impl AccessLine {
     fn log(&self, bytes: u64) {
         let host = self.host.as_deref().unwrap_or_default();
-        let (status, outcome) = (self.status, self.outcome);
+        let (status, outcome, started) = (self.status, self.outcome, self.started);
         log_access(
             &self.method,
             host,
@@ -257,7 +249,7 @@ impl AccessLine {
             status,
             outcome,
             bytes,
-            self.started,
+            started,
         );
     }
 }
@@ -439,9 +431,7 @@ async fn serve(
         request.uri().path_and_query().map_or("/", |p| p.as_str()),
         &site.query,
     );
-    let cache_control = site
-        .immutable
-        .header_for(target.split('?').next().unwrap_or(&target));
+    let cache_control = immutable_cache_control(site, &target);
 
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let primary = CacheKey::new(&site.name, host, &target);
@@ -472,6 +462,31 @@ async fn serve(
         directives,
     };
     get.serve().await
+}
+
+/// The memory tier's answer for `target` of `host` on `site`, when the URL does not
+/// vary, looked up by the primary key's text written into a buffer on the stack; `None`
+/// when the request needs the whole lookup (the URL varies, the memory tier does not
+/// hold it, or the key is longer than the buffer).
+fn lookup_in_place(
+    state: &AppState,
+    site: &SiteRuntime,
+    host: &str,
+    target: &str,
+    now: SystemTime,
+) -> Option<Lookup> {
+    let mut text = ArrayString::<KEY_TEXT_MAX>::new();
+    CacheKey::write(&mut text, &site.name, host, target).ok()?;
+    if state.cache.varies(&text) {
+        return None;
+    }
+    state.cache.lookup_memory(&text, now)
+}
+
+/// The `Cache-Control` an immutable rule of `site` sends for the normalised `target`.
+fn immutable_cache_control<'a>(site: &'a SiteRuntime, target: &str) -> Option<&'a HeaderValue> {
+    site.immutable
+        .header_for(target.split('?').next().unwrap_or(target))
 }
 
 /// Calls `f` with how stored entries are presented: with the compressor's preference
@@ -648,18 +663,9 @@ impl Get<'_> {
         }
     }
 
-    /// The memory tier's answer for a URL that does not vary, looked up by the primary
-    /// key's text written into a buffer on the stack; `None` when the request needs the
-    /// whole lookup (the URL varies, the memory tier does not hold it, or the key is
-    /// longer than the buffer).
+    /// [`lookup_in_place`] for this request.
     fn lookup_in_place(&self, now: SystemTime) -> Option<Lookup> {
-        let mut text = ArrayString::<KEY_TEXT_MAX>::new();
-        CacheKey::write(&mut text, &self.site.name, self.host, self.target()).ok()?;
-        let cache = &self.state.cache;
-        if cache.varies(&text) {
-            return None;
-        }
-        cache.lookup_memory(&text, now)
+        lookup_in_place(self.state, self.site, self.host, self.target(), now)
     }
 
     async fn serve(&self) -> Result<Response<ResponseBody>, EdgeError> {
