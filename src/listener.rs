@@ -6,7 +6,8 @@
 //!
 //! A listener serves a [`Handler`]: the client path calls the proxy directly (no router
 //! on the hit path); the admin listener serves an axum [`Router`]. On plain connections
-//! a handler may answer memory hits itself, before hyper ([`direct`]).
+//! a handler may answer memory hits itself, before hyper (the direct path,
+//! [`DirectRequest`]).
 
 use std::future::Future;
 use std::io;
@@ -92,7 +93,7 @@ pub trait Handler: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Response<ResponseBody>> + Send + use<Self>;
 
     /// Whether [`Handler::answer_direct`] may answer: plain connections then start on
-    /// the direct path ([`direct`]).
+    /// the direct path (see [`DirectRequest`]).
     fn direct(&self) -> bool {
         false
     }
