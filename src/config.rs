@@ -39,8 +39,8 @@ pub struct Server {
     pub workers: usize,
     /// Whether each request is logged under the `edge::access` target.
     pub access_log: bool,
-    /// Whether plain HTTP/1.1 memory hits are answered on the listener's direct path,
-    /// without hyper (`listener::direct`).
+    /// Whether HTTP/1.1 memory hits (plain or TLS) are answered on the listener's direct
+    /// path, without hyper (`listener::direct`).
     pub direct_hits: bool,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,

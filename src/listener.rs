@@ -5,8 +5,8 @@
 //! in-flight requests finish.
 //!
 //! A listener serves a [`Handler`]: the client path calls the proxy directly (no router
-//! on the hit path); the admin listener serves an axum [`Router`]. On plain connections
-//! a handler may answer memory hits itself, before hyper (the direct path,
+//! on the hit path); the admin listener serves an axum [`Router`]. On HTTP/1.1
+//! connections a handler may answer memory hits itself, before hyper (the direct path,
 //! [`DirectRequest`]).
 
 use std::future::Future;
@@ -92,8 +92,8 @@ pub trait Handler: Clone + Send + Sync + 'static {
         scheme: Scheme,
     ) -> impl Future<Output = Response<ResponseBody>> + Send + use<Self>;
 
-    /// Whether [`Handler::answer_direct`] may answer: plain connections then start on
-    /// the direct path (see [`DirectRequest`]).
+    /// Whether [`Handler::answer_direct`] may answer: HTTP/1.1 connections, plain or
+    /// TLS, then start on the direct path (see [`DirectRequest`]).
     fn direct(&self) -> bool {
         false
     }
@@ -102,7 +102,12 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// writes the response head into `head` and returns the body to send after it (the
     /// caller sends nothing else). `None` leaves the request, and the rest of its
     /// connection, to [`Handler::call`].
-    fn answer_direct(&self, _request: &DirectRequest<'_>, _head: &mut Vec<u8>) -> Option<Bytes> {
+    fn answer_direct(
+        &self,
+        _request: &DirectRequest<'_>,
+        _scheme: Scheme,
+        _head: &mut Vec<u8>,
+    ) -> Option<Bytes> {
         None
     }
 }
@@ -235,7 +240,7 @@ async fn accept<H: Handler>(
             match transport {
                 Transport::Plain => {
                     let head = HeadTimeout::new(idle, head_timeout, accepted_at, &connection);
-                    direct::serve(connection, head, head_limits, stop).await
+                    direct::serve(connection, head, head_limits, stop, Scheme::Http).await
                 }
                 Transport::Tls(acceptor) => {
                     match tokio::time::timeout(head_timeout, acceptor.accept(idle)).await {
@@ -244,7 +249,13 @@ async fn accept<H: Handler>(
                             let mut head =
                                 HeadTimeout::new(tls, head_timeout, accepted_at, &connection);
                             head.http2 = h2;
-                            connection.serve(head, Scheme::Https).await
+                            match h2 {
+                                true => connection.serve(head, Scheme::Https).await,
+                                false => {
+                                    let scheme = Scheme::Https;
+                                    direct::serve(connection, head, head_limits, stop, scheme).await
+                                }
+                            }
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed")

@@ -61,8 +61,13 @@ impl Handler for Client {
         self.0.config.server.direct_hits
     }
 
-    fn answer_direct(&self, request: &DirectRequest<'_>, head: &mut Vec<u8>) -> Option<Bytes> {
-        answer_direct(&self.0, request, head)
+    fn answer_direct(
+        &self,
+        request: &DirectRequest<'_>,
+        scheme: Scheme,
+        head: &mut Vec<u8>,
+    ) -> Option<Bytes> {
+        answer_direct(&self.0, request, scheme, head)
     }
 }
 
@@ -72,6 +77,7 @@ impl Handler for Client {
 fn answer_direct(
     state: &AppState,
     request: &DirectRequest<'_>,
+    scheme: Scheme,
     out: &mut Vec<u8>,
 ) -> Option<Bytes> {
     let started =
@@ -90,15 +96,22 @@ fn answer_direct(
     // whatever they say (a browser's reload sends `max-age=0`); one that honours them
     // reads them in full on hyper's path.
     let honor = site.config.client_cache_control == ClientCacheControl::Honor;
-    if site.config.https_redirect || (honor && request.cache_directives) {
+    let redirect = site.config.https_redirect && scheme == Scheme::Http;
+    if redirect || (honor && request.cache_directives) {
         return None;
     }
+    // RFC 6797 §7.2: the site's HSTS over TLS only, replacing any the origin sent (as
+    // `handle` inserts it); an entry with one of its own is left to that path.
+    let hsts = site.hsts.as_ref().filter(|_| scheme == Scheme::Https);
     let target = normalise_target(request.target, &site.query);
     let cache_control = immutable_cache_control(site, &target);
     let now = state.clock.now();
     let Lookup::Fresh(hit) = lookup_in_place(state, site, &host, &target, now)? else {
         return None;
     };
+    if hsts.is_some() && hit.entry.meta.header("strict-transport-security").is_some() {
+        return None;
+    }
     let answer = present(state, cache_control, |presentation| {
         respond_wire(
             &hit.entry,
@@ -110,6 +123,12 @@ fn answer_direct(
             out,
         )
     })?;
+    if let Some(hsts) = hsts {
+        out.extend_from_slice(b"strict-transport-security: ");
+        out.extend_from_slice(hsts.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     let sent = match request.head {
         true => 0,
         false => answer.body.len() as u64,

@@ -485,6 +485,111 @@ async fn http1_is_served_over_tls_when_the_client_offers_only_http1() {
     assert_eq!(answer.body, "body{}");
 }
 
+/// Sends `request` on `stream` and reads one answer with a `Content-Length`: the head's
+/// lines (lower-cased names, sorted, without the status line) and the body.
+async fn raw_exchange(stream: &mut TlsStream<TcpStream>, request: &str) -> (Vec<String>, Vec<u8>) {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let head_end = loop {
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the head ended");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8(got[..head_end].to_vec()).unwrap();
+    let mut lines: Vec<String> = head
+        .trim_end()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (name, value) = l.split_once(": ").unwrap();
+            format!("{}: {value}", name.to_ascii_lowercase())
+        })
+        .collect();
+    lines.sort();
+    let len: usize = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |n| n.parse().unwrap());
+    while got.len() < head_end + len {
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed mid-body");
+        got.extend_from_slice(&buf[..n]);
+    }
+    (lines, got[head_end..].to_vec())
+}
+
+#[tokio::test]
+async fn an_http1_hit_over_tls_is_answered_directly_with_the_sites_hsts_once() {
+    let f = Fixture::start().await;
+    // The origin's own HSTS: the site's replaces it, on either path.
+    f.origin.route(
+        "/own-hsts.css",
+        Route::ok("own{}")
+            .header("content-type", "text/css")
+            .header("strict-transport-security", "max-age=1"),
+    );
+    let client = f.pki.client(&[b"http/1.1"]);
+    for path in ["/asset.css", "/own-hsts.css"] {
+        let get = format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        let mut warm = connect(&client, f.tls(), "a.test").await.unwrap();
+        raw_exchange(&mut warm, &get).await;
+        // Age moves with the clock: a pair straddling a second is tried again.
+        let mut tries = 0;
+        let (direct, by_hyper) = loop {
+            let mut stream = connect(&client, f.tls(), "a.test").await.unwrap();
+            let direct = raw_exchange(&mut stream, &get).await;
+            // `If-Match: *` sends the connection to hyper; the same GET follows on it.
+            let mut stream = connect(&client, f.tls(), "a.test").await.unwrap();
+            let to_hyper = format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nIf-Match: *\r\n\r\n");
+            raw_exchange(&mut stream, &to_hyper).await;
+            let by_hyper = raw_exchange(&mut stream, &get).await;
+            tries += 1;
+            if direct == by_hyper || tries == 5 {
+                break (direct, by_hyper);
+            }
+        };
+        assert_eq!(direct, by_hyper, "{path}");
+        let (fields, _) = &direct;
+        assert!(
+            fields
+                .iter()
+                .any(|l| l.starts_with("cache-status: edge; hit")),
+            "{fields:?}"
+        );
+        let hsts: Vec<&String> = fields
+            .iter()
+            .filter(|l| l.starts_with("strict-transport-security"))
+            .collect();
+        assert_eq!(
+            hsts,
+            ["strict-transport-security: max-age=600; includeSubDomains"],
+            "{path}"
+        );
+    }
+    // A site without HSTS sends none over TLS on the direct path either.
+    let mut stream = connect(&client, f.tls(), "b.test").await.unwrap();
+    let get = "GET /asset.css HTTP/1.1\r\nHost: b.test\r\n\r\n";
+    raw_exchange(&mut stream, get).await;
+    let (fields, body) = raw_exchange(&mut stream, get).await;
+    assert_eq!(body, b"body{}");
+    assert!(
+        fields
+            .iter()
+            .any(|l| l.starts_with("cache-status: edge; hit")),
+        "{fields:?}"
+    );
+    assert!(
+        !fields
+            .iter()
+            .any(|l| l.starts_with("strict-transport-security"))
+    );
+}
+
 #[tokio::test]
 async fn a_slow_request_head_over_tls_gets_408_inside_the_tls_session() {
     let f = Fixture::start_with("header_read_timeout = \"1s\"").await;

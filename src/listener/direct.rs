@@ -1,4 +1,5 @@
-//! The direct path: plain HTTP/1.1 requests that a memory hit answers are read and
+//! The direct path: HTTP/1.1 requests (plain, or over TLS) that a memory hit answers are
+//! read and
 //! answered here, without hyper. A hit is the common request of a CDN node, and the
 //! whole of it is a lookup and one write of a header block built when the entry was
 //! first served ([`crate::respond::respond_wire`]); hyper's request and response maps,
@@ -62,7 +63,7 @@ const MAX_HEAD: usize = 64 * 1024 - 1;
 /// Bytes the buffer has room for before each read.
 const READ_AHEAD: usize = 4096;
 
-/// Serves a plain connection: answers the requests its handler answers directly, in
+/// Serves an HTTP/1.1 connection (plain, or TLS without h2): answers the requests its handler answers directly, in
 /// order, then hands the connection to hyper (see the module documentation). Ends
 /// when the client closes, a timeout of `stream` fires, a write fails, or `stop` turns
 /// true while no request is being answered.
@@ -71,6 +72,7 @@ pub(super) async fn serve<H, S>(
     mut stream: S,
     limits: HeadLimits,
     stop: watch::Receiver<bool>,
+    scheme: Scheme,
 ) where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -91,12 +93,15 @@ pub(super) async fn serve<H, S>(
                 let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
                 let (len, body) = match parse(&buf, &mut fields, limits) {
                     Parsed::Partial => break,
-                    Parsed::Other => return hand_over(connection, buf, stream).await,
+                    Parsed::Other => return hand_over(connection, buf, stream, scheme).await,
                     Parsed::Direct(len, request) => {
                         head.clear();
-                        match connection.handler.answer_direct(&request, &mut head) {
+                        match connection
+                            .handler
+                            .answer_direct(&request, scheme, &mut head)
+                        {
                             Some(body) => (len, body),
-                            None => return hand_over(connection, buf, stream).await,
+                            None => return hand_over(connection, buf, stream, scheme).await,
                         }
                     }
                 };
@@ -113,7 +118,7 @@ pub(super) async fn serve<H, S>(
             }
             if buf.len() >= limits.max_header_bytes {
                 // hyper answers 431.
-                return hand_over(connection, buf, stream).await;
+                return hand_over(connection, buf, stream, scheme).await;
             }
             buf.reserve(READ_AHEAD);
             let read = tokio::select! {
@@ -131,7 +136,7 @@ pub(super) async fn serve<H, S>(
             }
         }
     }
-    hand_over(connection, buf, stream).await
+    hand_over(connection, buf, stream, scheme).await
 }
 
 /// Whether a graceful shutdown has begun (`stop` turned true, or its sender is gone):
@@ -141,7 +146,7 @@ fn stopping(stop: &watch::Receiver<bool>) -> bool {
 }
 
 /// Gives the connection to hyper for good, with `read`: what was read and not answered.
-async fn hand_over<H, S>(connection: Connection<H>, read: BytesMut, stream: S)
+async fn hand_over<H, S>(connection: Connection<H>, read: BytesMut, stream: S, scheme: Scheme)
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -150,7 +155,7 @@ where
         read: read.freeze(),
         inner: stream,
     };
-    connection.serve(stream, Scheme::Http).await
+    connection.serve(stream, scheme).await
 }
 
 /// What the start of a buffer holds.

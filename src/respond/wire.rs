@@ -28,8 +28,9 @@ pub struct WireHit {
 
 /// [`super::respond`] for the requests the direct path takes: a GET or HEAD whose only
 /// fields that matter here are `Accept-Encoding` and `If-None-Match` (each at most one
-/// line), of an entry stored with status 200. Writes the response head into `out` and
-/// returns the rest; `None` (with `out` untouched) when the answer is anything else — a
+/// line), of an entry stored with status 200. Writes the response's status line and
+/// fields into `out` (the caller adds any of its own, then the empty line that ends
+/// the head) and returns the rest; `None` (with `out` untouched) when the answer is anything else — a
 /// 406, a body on disk, fields without `Date` — which the caller leaves to hyper.
 pub fn respond_wire(
     entry: &Entry,
@@ -98,7 +99,7 @@ pub fn respond_wire(
     out.extend_from_slice(CACHE_STATUS.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(text.as_ref());
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
     Some(WireHit {
         status: if not_modified { 304 } else { 200 },
         body,
