@@ -249,12 +249,11 @@ async fn accept<H: Handler>(
                             let mut head =
                                 HeadTimeout::new(tls, head_timeout, accepted_at, &connection);
                             head.http2 = h2;
-                            match h2 {
-                                true => connection.serve(head, Scheme::Https).await,
-                                false => {
-                                    let scheme = Scheme::Https;
-                                    direct::serve(connection, head, head_limits, stop, scheme).await
-                                }
+                            if h2 {
+                                connection.serve(head, Scheme::Https).await
+                            } else {
+                                let https = Scheme::Https;
+                                direct::serve(connection, head, head_limits, stop, https).await
                             }
                         }
                         Ok(Err(error)) => {

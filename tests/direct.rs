@@ -1,4 +1,4 @@
-//! The listener's direct path (plain HTTP/1.1 memory hits answered without hyper), over
+//! The listener's direct path (HTTP/1.1 memory hits answered without hyper; here plain), over
 //! real sockets: the same answer as hyper gives, byte for byte but for field order;
 //! pipelined requests answered in order across the hand-over to hyper; heads split
 //! across reads; and connections closed by a graceful shutdown.

@@ -1,8 +1,7 @@
-//! The direct path: HTTP/1.1 requests (plain, or over TLS) that a memory hit answers are
-//! read and
-//! answered here, without hyper. A hit is the common request of a CDN node, and the
-//! whole of it is a lookup and one write of a header block built when the entry was
-//! first served ([`crate::respond::respond_wire`]); hyper's request and response maps,
+//! The direct path: HTTP/1.1 requests (plain, or over TLS) that a memory hit answers
+//! are read and answered here, without hyper. A hit is the common request of a CDN
+//! node, and the whole of it is a lookup and one write of a header block built when the
+//! entry was first served ([`crate::respond::respond_wire`]); hyper's request and response maps,
 //! its dispatcher and its encoder cost more than that.
 //!
 //! The path takes only requests it can read without doubt: `GET` or `HEAD`, HTTP/1.1, an
@@ -14,8 +13,8 @@
 //! which may ignore them). The first request it cannot take, or that the handler does
 //! not answer, goes to hyper with every byte read and not yet answered, and the rest
 //! of the connection is hyper's: hyper reads that request again from its first byte,
-//! and its errors (400, 431, 414) and limits apply as before. Timeouts are those of the stream it is given, and graceful
-//! shutdown closes it between requests.
+//! and its errors (400, 431, 414) and limits apply as before. Timeouts are those of the
+//! stream it is given, and graceful shutdown closes it between requests.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -63,10 +62,10 @@ const MAX_HEAD: usize = 64 * 1024 - 1;
 /// Bytes the buffer has room for before each read.
 const READ_AHEAD: usize = 4096;
 
-/// Serves an HTTP/1.1 connection (plain, or TLS without h2): answers the requests its handler answers directly, in
-/// order, then hands the connection to hyper (see the module documentation). Ends
-/// when the client closes, a timeout of `stream` fires, a write fails, or `stop` turns
-/// true while no request is being answered.
+/// Serves an HTTP/1.1 connection (plain, or TLS without h2): answers the requests its
+/// handler answers directly, in order, then hands the connection to hyper (see the
+/// module documentation). Ends when the client closes, a timeout of `stream` fires, a
+/// write fails, or `stop` turns true while no request is being answered.
 pub(super) async fn serve<H, S>(
     connection: Connection<H>,
     mut stream: S,
