@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, Version, header};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -100,8 +101,8 @@ pub trait Handler: Clone + Send + Sync + 'static {
 
     /// Answers `request` at once, without hyper, when nothing but memory is needed:
     /// writes the response head into `head` and returns the body to send after it (the
-    /// caller sends nothing else). `None` leaves the request, and the rest of its
-    /// connection, to [`Handler::call`].
+    /// caller sends nothing else). `None` leaves the request to [`Handler::call`]
+    /// (through hyper), after which the connection's next requests come here again.
     fn answer_direct(
         &self,
         _request: &DirectRequest<'_>,
@@ -198,6 +199,14 @@ async fn accept<H: Handler>(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(limits.idle_timeout));
     let builder = Arc::new(builder);
+    // The same HTTP/1.1 settings, for a request the direct path lends to hyper.
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
+        .header_read_timeout(None);
+    let http1 = Arc::new(http1);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
 
@@ -222,6 +231,7 @@ async fn accept<H: Handler>(
         let accepted_at = Instant::now();
         let connection = Connection {
             builder: builder.clone(),
+            http1: http1.clone(),
             handler: handler.clone(),
             peer,
             // Taken now, so that draining waits for a connection still in its handshake.
@@ -279,6 +289,8 @@ async fn accept<H: Handler>(
 /// One accepted connection, ready to speak HTTP once its transport is up.
 struct Connection<H> {
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// For one request at a time, lent by the direct path ([`Connection::lend`]).
+    http1: Arc<http1::Builder>,
     handler: H,
     peer: SocketAddr,
     watcher: Watcher,
@@ -298,39 +310,246 @@ impl<H: Handler> Connection<H> {
             peer,
             watcher,
             activity,
+            ..
         } = self;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let preparing = Preparing::enter(&activity);
-            let open = Open::enter(&activity);
-            let head = request.method() == Method::HEAD;
-            let http10 = request.version() <= Version::HTTP_10;
-            let response = handler.call(request, peer, scheme);
-            async move {
-                let response = response.await;
-                drop(preparing);
-                // A HEAD answer keeps GET's fields and drops the body: hyper leaves it out
-                // over HTTP/1.1, but over HTTP/2 it would send it as DATA, which a client
-                // takes for a protocol error.
-                let response = match head {
-                    true => response.map(|_| ResponseBody::empty()),
-                    false => response,
-                };
-                // HTTP/1.0 has no chunked coding: a body of unknown length ends with the
-                // connection (RFC 9112 §6.3), as hyper sends it.
-                let close_delimited = http10
-                    && !response.headers().contains_key(header::CONTENT_LENGTH)
-                    && http_body::Body::size_hint(response.body())
-                        .exact()
-                        .is_none();
-                Ok::<_, std::convert::Infallible>(
-                    response.map(|body| Tracked::new(body, open, close_delimited)),
-                )
-            }
+            answer(&handler, request, peer, scheme, &activity)
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         if let Err(error) = watcher.watch(connection.into_owned()).await {
             tracing::debug!(%peer, error = %crate::error::chain(&*error), "connection ended with an error");
         }
+    }
+
+    /// Lends `stream` to hyper for one request, `head` (a whole request head, framing
+    /// no body, that the direct path read and did not answer), and takes it back once
+    /// the response is sent in full: the connection's later hits are the direct path's
+    /// again. Returns the stream and what the client sent meanwhile (its next requests),
+    /// or `None` when the connection is to end: hyper closed it (an error, or an answer
+    /// with `Connection: close`), or the client did.
+    async fn lend<S>(&self, stream: S, head: Bytes, scheme: Scheme) -> Option<Returned<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let lent = Arc::new(Lent::default());
+        let io = Loan {
+            head,
+            ahead: BytesMut::new(),
+            closed: false,
+            inner: stream,
+            lent: lent.clone(),
+        };
+        let (handler, peer, activity) = (&self.handler, self.peer, &self.activity);
+        let received = activity.received.load(Ordering::Acquire);
+        let service = hyper::service::service_fn(|request: Request<Incoming>| {
+            let lent = lent.clone();
+            let mut answered = Box::pin(answer(handler, request, peer, scheme, activity));
+            let mut first = true;
+            std::future::poll_fn(move |cx| {
+                let polled = answered.as_mut().poll(cx);
+                if std::mem::take(&mut first) && polled.is_ready() {
+                    lent.at_once.store(true, Ordering::Release);
+                }
+                if let Poll::Ready(Ok(response)) = &polled
+                    && has_close(response.headers())
+                {
+                    lent.closing.store(true, Ordering::Release);
+                }
+                polled
+            })
+        });
+        let mut connection = self.http1.serve_connection(TokioIo::new(io), service);
+        let mut ended = false;
+        let served = std::future::poll_fn(|cx| {
+            loop {
+                let polled = connection.poll_without_shutdown(cx);
+                // Sent in full: the request was received, its response body is done
+                // with, and hyper's last write was flushed (hyper flushes the stream
+                // only with nothing of its own left to write).
+                let done = activity.received.load(Ordering::Acquire) > received
+                    && activity.open.load(Ordering::Acquire) == 0
+                    && lent.flushed.load(Ordering::Acquire);
+                if polled.is_pending() && done && !ended {
+                    // Idle now, so hyper ends at once, without a `Connection: close`.
+                    ended = true;
+                    Pin::new(&mut connection).graceful_shutdown();
+                    continue;
+                }
+                return polled;
+            }
+        })
+        .await;
+        if let Err(error) = served {
+            tracing::debug!(peer = %self.peer, error = %crate::error::chain(&error), "connection ended with an error");
+            return None;
+        }
+        // Ended by hyper itself (not by the shutdown above) means the connection ends.
+        if !ended || lent.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let parts = connection.into_parts();
+        let loan = parts.io.into_inner();
+        if loan.closed {
+            return None;
+        }
+        let mut read = BytesMut::from(&parts.read_buf[..]);
+        read.extend_from_slice(&loan.ahead);
+        Some(Returned {
+            stream: loan.inner,
+            read,
+            at_once: lent.at_once.load(Ordering::Acquire),
+        })
+    }
+}
+
+/// A stream back from [`Connection::lend`].
+struct Returned<S> {
+    stream: S,
+    /// What the client sent while hyper answered.
+    read: BytesMut,
+    /// Whether the handler answered without waiting for anything (memory, not an
+    /// origin or the disk): then lending cost a noticeable share of the answer.
+    at_once: bool,
+}
+
+/// Whether `headers` close the connection after this response (RFC 9112 §9.6).
+fn has_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|o| o.trim().eq_ignore_ascii_case("close")))
+    })
+}
+
+/// Answers one request for hyper: counts it in the connection's [`Activity`] and
+/// prepares its body for the wire.
+fn answer<H: Handler>(
+    handler: &H,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: Scheme,
+    activity: &Arc<Activity>,
+) -> impl Future<Output = Result<Response<Tracked>, std::convert::Infallible>> + Send + use<H> {
+    let preparing = Preparing::enter(activity);
+    let open = Open::enter(activity);
+    let head = request.method() == Method::HEAD;
+    let http10 = request.version() <= Version::HTTP_10;
+    let response = handler.call(request, peer, scheme);
+    async move {
+        let response = response.await;
+        drop(preparing);
+        // A HEAD answer keeps GET's fields and drops the body: hyper leaves it out
+        // over HTTP/1.1, but over HTTP/2 it would send it as DATA, which a client
+        // takes for a protocol error.
+        let response = match head {
+            true => response.map(|_| ResponseBody::empty()),
+            false => response,
+        };
+        // HTTP/1.0 has no chunked coding: a body of unknown length ends with the
+        // connection (RFC 9112 §6.3), as hyper sends it.
+        let close_delimited = http10
+            && !response.headers().contains_key(header::CONTENT_LENGTH)
+            && http_body::Body::size_hint(response.body())
+                .exact()
+                .is_none();
+        Ok(response.map(|body| Tracked::new(body, open, close_delimited)))
+    }
+}
+
+/// What a [`Loan`] tells [`Connection::lend`].
+#[derive(Default)]
+struct Lent {
+    /// Whether hyper's last use of the stream was a flush that succeeded (hyper
+    /// flushes only once its own buffer is written out).
+    flushed: AtomicBool,
+    /// Whether the answer closes the connection.
+    closing: AtomicBool,
+    /// Whether the handler answered on its first poll.
+    at_once: AtomicBool,
+}
+
+/// The stream as hyper sees it for one lent request: first the request's head, then
+/// nothing; what the client sends meanwhile is kept for the direct path (its close is
+/// passed on, so that hyper stops work for a client that is gone).
+struct Loan<S> {
+    head: Bytes,
+    ahead: BytesMut,
+    closed: bool,
+    inner: S,
+    lent: Arc<Lent>,
+}
+
+/// Most bytes a [`Loan`] keeps from the client while hyper answers.
+const LOAN_AHEAD: usize = 64 * 1024;
+
+impl<S: AsyncRead + Unpin> AsyncRead for Loan<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.head.is_empty() {
+            let n = this.head.len().min(buf.remaining());
+            buf.put_slice(&this.head.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        if this.closed {
+            return Poll::Ready(Ok(()));
+        }
+        if this.ahead.len() >= LOAN_AHEAD {
+            // Enough kept; the client waits (hyper's writes wake this task).
+            return Poll::Pending;
+        }
+        this.ahead.reserve(4096);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.ahead) {
+            Poll::Ready(Ok(0)) => {
+                this.closed = true;
+                Poll::Ready(Ok(()))
+            }
+            // Kept for later, not hyper's: it is still waiting for more.
+            Poll::Ready(Ok(_)) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Loan<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.lent.flushed.store(false, Ordering::Release);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.lent.flushed.store(false, Ordering::Release);
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            self.lent.flushed.store(true, Ordering::Release);
+        }
+        flushed
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

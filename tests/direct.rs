@@ -13,12 +13,20 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
 /// One response read off a connection: status line, header lines (lower-cased names,
-/// sorted) and body.
-#[derive(Debug, PartialEq, Eq)]
+/// sorted) and body; equal to another whatever the order of their fields.
+#[derive(Debug)]
 struct Answer {
     status: String,
     fields: Vec<String>,
+    /// The field names in the order they were sent (the two paths order them apart).
+    names: Vec<String>,
     body: Vec<u8>,
+}
+
+impl PartialEq for Answer {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.status, &self.fields, &self.body) == (&other.status, &other.fields, &other.body)
+    }
 }
 
 impl Answer {
@@ -35,6 +43,7 @@ async fn read_answer(reader: &mut BufReader<OwnedReadHalf>, head_request: bool) 
     let mut status = String::new();
     reader.read_line(&mut status).await.unwrap();
     let mut fields = Vec::new();
+    let mut names = Vec::new();
     loop {
         let mut line = String::new();
         reader.read_line(&mut line).await.unwrap();
@@ -44,11 +53,13 @@ async fn read_answer(reader: &mut BufReader<OwnedReadHalf>, head_request: bool) 
         }
         let (name, value) = line.split_once(": ").expect("name: value");
         fields.push(format!("{}: {value}", name.to_ascii_lowercase()));
+        names.push(name.to_ascii_lowercase());
     }
     fields.sort();
     let mut answer = Answer {
         status: status.trim_end().to_owned(),
         fields,
+        names,
         body: Vec::new(),
     };
     let len: usize = match (head_request, answer.field("content-length")) {
@@ -256,6 +267,131 @@ async fn pipelined_requests_are_answered_in_order_across_the_hand_over() {
     for s in [statuses[0], statuses[1], statuses[3]] {
         assert!(s.contains("hit"), "{statuses:?}");
     }
+}
+
+/// The order of a hit's fields on a connection whose first request is `first` (empty:
+/// none), with what `first` was answered.
+async fn hit_after(edge: &TestEdge, first: &str) -> (Option<Answer>, Vec<String>) {
+    let (mut reader, mut writer) = connect(edge).await;
+    let mut before = None;
+    if !first.is_empty() {
+        writer.write_all(first.as_bytes()).await.unwrap();
+        before = Some(read_answer(&mut reader, first.starts_with("HEAD")).await);
+    }
+    writer.write_all(get("/warm", "").as_bytes()).await.unwrap();
+    let hit = read_answer(&mut reader, false).await;
+    assert_eq!(hit.body, b"warm");
+    assert!(hit.field("cache-status").unwrap().contains("hit"));
+    (before, hit.names)
+}
+
+#[tokio::test]
+async fn a_miss_is_lent_to_hyper_and_the_next_hit_is_direct_again() {
+    let (origin, edge) = edge_with_assets().await;
+    origin.route(
+        "/cold",
+        Route::ok("cold").header("cache-control", "max-age=600"),
+    );
+    let (_, direct) = hit_after(&edge, "").await;
+    // A request the direct path never reads (If-Match) leaves the connection to hyper.
+    let (_, by_hyper) = hit_after(&edge, &get("/warm", "If-Match: *\r\n")).await;
+    assert_ne!(direct, by_hyper, "the two paths cannot be told apart here");
+
+    // A miss, a stale entry: hyper answers, and the connection comes back.
+    let (miss, after_miss) = hit_after(&edge, &get("/cold", "")).await;
+    let miss = miss.unwrap();
+    assert_eq!(miss.body, b"cold");
+    assert!(
+        miss.field("cache-status").unwrap().contains("fwd=uri-miss"),
+        "{miss:?}"
+    );
+    assert_eq!(miss.field("connection"), None);
+    assert_eq!(after_miss, direct);
+    let head = "HEAD /unknown HTTP/1.1\r\nHost: t\r\n\r\n";
+    let (head, after_head) = hit_after(&edge, head).await;
+    assert!(head.unwrap().status.starts_with("HTTP/1.1 404"));
+    assert_eq!(after_head, direct);
+}
+
+#[tokio::test]
+async fn requests_sent_while_hyper_answers_a_lent_one_are_answered_after_it() {
+    let (origin, edge) = edge_with_assets().await;
+    origin.route(
+        "/slow",
+        Route::ok("slow".repeat(50_000))
+            .header("cache-control", "max-age=600")
+            .misbehave(common::Misbehaviour::PauseMidBody(Duration::from_millis(
+                300,
+            ))),
+    );
+    let (mut reader, mut writer) = connect(&edge).await;
+    writer.write_all(get("/slow", "").as_bytes()).await.unwrap();
+    // Sent while the miss is still being answered, in pieces.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let next = [get("/warm", ""), get("/site.css", "")].concat();
+    let (one, two) = next.split_at(20);
+    writer.write_all(one.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    writer.write_all(two.as_bytes()).await.unwrap();
+    let slow = read_answer(&mut reader, false).await;
+    assert_eq!(slow.body, "slow".repeat(50_000).as_bytes());
+    assert_eq!(read_answer(&mut reader, false).await.body, b"warm");
+    let css = read_answer(&mut reader, false).await;
+    assert_eq!(css.body, "body { color: red; }\n".repeat(200).as_bytes());
+
+    // A client that closes while its lent request is answered ends the connection.
+    let (mut reader, writer) = connect(&edge).await;
+    let mut writer = writer;
+    writer
+        .write_all(get("/slow-again", "").as_bytes())
+        .await
+        .unwrap();
+    drop(writer);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection ended");
+}
+
+#[tokio::test]
+async fn a_connection_whose_lent_requests_are_answered_at_once_is_left_to_hyper() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/page",
+        Route::ok("page").header("cache-control", "max-age=600"),
+    );
+    let edge = TestEdge::start_site(&origin, "client_cache_control = \"honor\"").await;
+    edge.get("/page").await.bytes().await.unwrap();
+    // `max-age` on a site that honours it: hyper reads it, and answers from memory.
+    let honoured = get("/page", "Cache-Control: max-age=600\r\n");
+    let order_after = |lent: usize| {
+        let (edge, honoured) = (&edge, &honoured);
+        async move {
+            let (mut reader, mut writer) = connect(edge).await;
+            for _ in 0..lent {
+                writer.write_all(honoured.as_bytes()).await.unwrap();
+                let answer = read_answer(&mut reader, false).await;
+                assert!(answer.field("cache-status").unwrap().contains("hit"));
+            }
+            writer.write_all(get("/page", "").as_bytes()).await.unwrap();
+            read_answer(&mut reader, false).await.names
+        }
+    };
+    let direct = order_after(0).await;
+    let by_hyper = {
+        let (mut reader, mut writer) = connect(&edge).await;
+        writer
+            .write_all(get("/page", "If-Match: *\r\n").as_bytes())
+            .await
+            .unwrap();
+        read_answer(&mut reader, false).await;
+        writer.write_all(get("/page", "").as_bytes()).await.unwrap();
+        read_answer(&mut reader, false).await.names
+    };
+    assert_ne!(direct, by_hyper);
+    // Three in a row come back; the fourth leaves the connection to hyper.
+    assert_eq!(order_after(3).await, direct);
+    assert_eq!(order_after(4).await, by_hyper);
+    assert_eq!(origin.hits(), 1);
 }
 
 #[tokio::test]

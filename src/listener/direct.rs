@@ -10,10 +10,12 @@
 //! none of the fields that would change how the request is read or answered (a body,
 //! `Connection` other than `keep-alive`, `Expect`, `Upgrade`, `Authorization`, `Range`
 //! and the other preconditions; `Cache-Control` and `Pragma` are noted for the handler,
-//! which may ignore them). The first request it cannot take, or that the handler does
-//! not answer, goes to hyper with every byte read and not yet answered, and the rest
-//! of the connection is hyper's: hyper reads that request again from its first byte,
-//! and its errors (400, 431, 414) and limits apply as before. Timeouts are those of the
+//! which may ignore them). A request it takes that the handler does not answer (a miss,
+//! a stale entry) is lent to hyper alone, and the connection comes back once its
+//! response is sent in full (`Connection::lend`). The first request it cannot take goes
+//! to hyper with every byte read and not yet answered, and the rest of the connection
+//! is hyper's: hyper reads that request again from its first byte, and its errors
+//! (400, 431, 414) and limits apply as before. Timeouts are those of the
 //! stream it is given, and graceful shutdown closes it between requests.
 
 use std::io::{self, IoSlice};
@@ -59,11 +61,16 @@ const MAX_FIELDS: usize = 64;
 /// more, which a longer head could hold, whatever `max_header_bytes` allows.
 const MAX_HEAD: usize = 64 * 1024 - 1;
 
+/// Requests in a row, lent to hyper and answered at once (from memory), after which a
+/// connection is left to hyper for good.
+const CHEAP_LENDS: u32 = 4;
+
 /// Bytes the buffer has room for before each read.
 const READ_AHEAD: usize = 4096;
 
 /// Serves an HTTP/1.1 connection (plain, or TLS without h2): answers the requests its
-/// handler answers directly, in order, then hands the connection to hyper (see the
+/// handler answers directly, in order, lending the others it takes to hyper one at a
+/// time, until a request it does not take hands the connection to hyper (see the
 /// module documentation). Ends when the client closes, a timeout of `stream` fires, a
 /// write fails, or `stop` turns true while no request is being answered.
 pub(super) async fn serve<H, S>(
@@ -79,6 +86,8 @@ pub(super) async fn serve<H, S>(
     let mut buf = BytesMut::new();
     if connection.handler.direct() {
         let mut head = Vec::new();
+        // Requests in a row lent to hyper that it answered at once.
+        let mut cheap_lends = 0;
         // One wait for the whole connection: a wait made and dropped around each read
         // would take the channel's waiter-list lock twice per request.
         let mut shutdown = std::pin::pin!({
@@ -95,15 +104,33 @@ pub(super) async fn serve<H, S>(
                     Parsed::Other => return hand_over(connection, buf, stream, scheme).await,
                     Parsed::Direct(len, request) => {
                         head.clear();
-                        match connection
+                        let answer = connection
                             .handler
-                            .answer_direct(&request, scheme, &mut head)
-                        {
-                            Some(body) => (len, body),
-                            None => return hand_over(connection, buf, stream, scheme).await,
-                        }
+                            .answer_direct(&request, scheme, &mut head);
+                        (len, answer)
                     }
                 };
+                let Some(body) = body else {
+                    // Declined (a miss, a stale or varying entry): hyper answers this
+                    // request, then the connection comes back.
+                    let request = buf.split_to(len).freeze();
+                    let Some(back) = connection.lend(stream, request, scheme).await else {
+                        return;
+                    };
+                    stream = back.stream;
+                    buf.unsplit(back.read);
+                    // Lending costs hyper a new connection state each time: next to an
+                    // origin's answer nothing, next to one from memory about a fifth of
+                    // it. A connection whose requests hyper keeps answering at once
+                    // (a varying entry, Cache-Control on a site that honours it) is
+                    // left to hyper.
+                    cheap_lends = if back.at_once { cheap_lends + 1 } else { 0 };
+                    if cheap_lends == CHEAP_LENDS {
+                        return hand_over(connection, buf, stream, scheme).await;
+                    }
+                    continue;
+                };
+                cheap_lends = 0;
                 buf.advance(len);
                 let open = Open::enter(&connection.activity);
                 if let Err(error) = write(&mut stream, &head, &body).await {
