@@ -28,6 +28,7 @@ import os
 import platform
 import pwd
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -447,15 +448,20 @@ def run_wrk(args, port: int, path: str, headers: dict, duration: int, pin: bool,
     url = f"http://{LOOPBACK}:{port}{path}"
     assert url.startswith("http://127.0.0.1:"), url
     argv.append(url)
+    # wrk is the only child reaped while it runs: the children's rusage grows by its CPU.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     STARTED.append(("wrk", proc))
     out, _ = proc.communicate()
     STARTED.remove(("wrk", proc))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     (log_dir / f"wrk-{label}.txt").write_text(out)
     for line in out.splitlines():
         if line.startswith("WRK_JSON "):
-            return json.loads(line[len("WRK_JSON "):])
+            report = json.loads(line[len("WRK_JSON "):])
+            report["cpu_s"] = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+            return report
     raise SystemExit(f"wrk printed no report for {label}:\n{out}")
 
 
@@ -476,6 +482,9 @@ def measure(args, server: str, port: int, pid: int, path: str, headers: dict, du
         "p999_us": report["latency_us"]["p999"],
         "cpu_us_per_req": cpu_s * 1e6 / requests,
         "server_cpu_s": cpu_s,
+        # Share of one core wrk used (its threads share CPU 1 when pinned): near 100%,
+        # the client, not the server, set the pace.
+        "client_cpu_pct": 100 * report["cpu_s"] / seconds / (1 if pin else args.threads) if seconds else 0.0,
         "wrk_bytes_per_resp": report["bytes"] / requests,
         "requests": report["requests"],
         "errors": errors,
@@ -487,7 +496,8 @@ def measure(args, server: str, port: int, pid: int, path: str, headers: dict, du
 
 
 def median_of(runs: list[dict]) -> dict:
-    keys = ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "wrk_bytes_per_resp")
+    keys = ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "wrk_bytes_per_resp",
+            "client_cpu_pct")
     out = {k: statistics.median(r[k] for r in runs) for k in keys}
     out["errors"] = sum(r["errors"] for r in runs)
     out["rounds"] = len(runs)
@@ -502,7 +512,7 @@ def table(test_name: str, test: dict, medians: dict, probes: dict, servers: list
     lines = [f"\n{test_name}: {test['what']}  —  GET {test['path']}"
              + (f"  {test_headers(test, '<etag>')}" if test["headers"] else "")]
     head = f"  {'server':<9}{'req/s':>11}{'p50':>10}{'p99':>10}{'CPU µs/req':>12}{'bytes/resp':>12}" \
-           f"{'errors':>8}  {'answer seen':<28}{'edge ÷ this':>12}"
+           f"{'errors':>8}{'wrk CPU':>9}  {'answer seen':<28}{'edge ÷ this':>12}"
     lines.append(head)
     edge = medians.get("edge")
     for s in servers:
@@ -513,9 +523,18 @@ def table(test_name: str, test: dict, medians: dict, probes: dict, servers: list
             answer = f"UNEXPECTED {p['status']}"
         ratio = "" if s == "edge" or not edge or not m["rps"] else f"{edge['rps'] / m['rps']:.2f}×"
         lines.append(f"  {s:<9}{m['rps']:>11,.0f}{fmt_us(m['p50_us']):>10}{fmt_us(m['p99_us']):>10}"
-                     f"{m['cpu_us_per_req']:>12.1f}{m['bytes_per_resp']:>12,.0f}{m['errors']:>8}  "
-                     f"{answer:<28}{ratio:>12}")
+                     f"{m['cpu_us_per_req']:>12.1f}{m['bytes_per_resp']:>12,.0f}{m['errors']:>8}"
+                     f"{m['client_cpu_pct']:>8.0f}%  {answer:<28}{ratio:>12}")
+    bound = [s for s in servers if medians[s]["client_cpu_pct"] >= CLIENT_BOUND_PCT]
+    if bound:
+        lines.append(f"  wrk's core was at least {CLIENT_BOUND_PCT}% busy against {', '.join(bound)}: "
+                     "there the client set the pace, and a req/s ratio understates the faster server "
+                     "(compare CPU µs/req)")
     return "\n".join(lines)
+
+
+# wrk's CPU share (of its one core) from which a run is taken to be client-bound.
+CLIENT_BOUND_PCT = 90
 
 
 def targets(test: dict, medians: dict) -> list[dict]:
@@ -710,7 +729,8 @@ def run(args) -> int:
                               f"r{r + 1}-{t}-{s}")
                 runs[t][s].append(res)
                 log(f"[{n}/{total}] round {r + 1} {t:<17} {s:<8} {res['rps']:>10,.0f} req/s  "
-                    f"p99 {fmt_us(res['p99_us']):>8}  {res['cpu_us_per_req']:.1f} CPU µs/req")
+                    f"p99 {fmt_us(res['p99_us']):>8}  {res['cpu_us_per_req']:.1f} CPU µs/req  "
+                    f"wrk {res['client_cpu_pct']:.0f}% CPU")
 
     if args.smoke:
         kind = "smoke run: 1 short round on a possibly busy machine; not a measurement"
