@@ -79,6 +79,7 @@ fn config(dir: &Path, memory: u64) -> CacheConfig {
         write_queue: 256 << 20,
         fill_memory: 1 << 30,
         verify_interval: edge::config::DEFAULT_VERIFY_INTERVAL,
+        sendfile_memory: 0,
     }
 }
 

@@ -132,6 +132,9 @@ pub struct CacheConfig {
     /// without hashing again, while its file is unchanged (same device, inode, length,
     /// mtime and ctime); zero hashes every read.
     pub verify_interval: Duration,
+    /// Most bytes of sealed copies of bodies, sent with `sendfile` on plain HTTP/1.1
+    /// hits (see [`crate::cache::sealed`]); zero turns them off.
+    pub sendfile_memory: u64,
 }
 
 /// `cache.verify_interval` when unset.
@@ -516,6 +519,7 @@ struct RawCache {
     write_queue: Option<String>,
     fill_memory: Option<String>,
     verify_interval: Option<String>,
+    sendfile_memory: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -941,6 +945,11 @@ impl Config {
                 None => DEFAULT_VERIFY_INTERVAL,
                 value => c.duration_or_zero("cache.verify_interval", value),
             },
+            sendfile_memory: c.size(
+                "cache.sendfile_memory",
+                raw.cache.sendfile_memory.as_deref(),
+                "128MiB",
+            ),
         };
         if raw.cache.dir.as_deref() == Some("") {
             c.fail("cache.dir", "must not be empty");

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -108,9 +109,19 @@ pub trait Handler: Clone + Send + Sync + 'static {
         _request: &DirectRequest<'_>,
         _scheme: Scheme,
         _head: &mut Vec<u8>,
-    ) -> Option<Bytes> {
+    ) -> Option<DirectBody> {
         None
     }
+}
+
+/// The body of a response answered on the direct path.
+#[derive(Default)]
+pub struct DirectBody {
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// The same bytes in a sealed file, sent with `sendfile` where the connection
+    /// allows it (plain TCP).
+    pub file: Option<Arc<crate::cache::sealed::SealedBody>>,
 }
 
 /// The admin listener's routes. The scheme is in the request's extensions.
@@ -809,6 +820,116 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadTimeout<S> {
 
 // Writes pass straight through: the timer is on reads.
 write_through!(HeadTimeout);
+
+impl<S: SendFile + Unpin> SendFile for HeadTimeout<S> {
+    fn sends_files(&self) -> bool {
+        self.inner.sends_files()
+    }
+
+    fn poll_send_more(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_send_more(cx, buf)
+    }
+
+    fn poll_send_file(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        file: BorrowedFd<'_>,
+        offset: &mut u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_send_file(cx, file, offset, len)
+    }
+}
+
+/// A client stream that can send bytes of a file itself (`sendfile`), as plain TCP
+/// can: the direct path sends large bodies from their sealed copies this way
+/// ([`crate::cache::sealed`]).
+pub(crate) trait SendFile {
+    /// Whether it can; the other methods are called only if it can.
+    fn sends_files(&self) -> bool {
+        false
+    }
+
+    /// Writes a prefix of `buf`, telling the kernel more follows at once (`MSG_MORE`),
+    /// so that a head and the start of its body leave together.
+    fn poll_send_more(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+
+    /// Sends up to `len` bytes of `file` from `offset`, which advances by what was sent.
+    fn poll_send_file(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _file: BorrowedFd<'_>,
+        _offset: &mut u64,
+        _len: usize,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+}
+
+/// TLS encrypts what it sends: no file goes to the socket as it is.
+impl<S> SendFile for tokio_rustls::server::TlsStream<S> {}
+
+impl SendFile for IdleTimeout {
+    fn sends_files(&self) -> bool {
+        true
+    }
+
+    fn poll_send_more(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let socket = &self.inner;
+        let sent = poll_socket(socket, cx, || {
+            rustix::net::send(socket, buf, rustix::net::SendFlags::MORE)
+        });
+        self.after_write(cx, sent)
+    }
+
+    fn poll_send_file(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        file: BorrowedFd<'_>,
+        offset: &mut u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let socket = &self.inner;
+        let sent = poll_socket(socket, cx, || {
+            rustix::fs::sendfile(socket, file, Some(offset), len)
+        });
+        self.after_write(cx, sent)
+    }
+}
+
+/// Runs `send` once `socket` is writable, until it does not fail with `EAGAIN`.
+fn poll_socket(
+    socket: &TcpStream,
+    cx: &mut Context<'_>,
+    mut send: impl FnMut() -> rustix::io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        if let Err(error) = std::task::ready!(socket.poll_write_ready(cx)) {
+            return Poll::Ready(Err(error));
+        }
+        match socket.try_io(tokio::io::Interest::WRITABLE, || {
+            send().map_err(io::Error::from)
+        }) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            result => return Poll::Ready(result),
+        }
+    }
+}
 
 /// A client's socket that fails with `TimedOut` once no byte has moved in either
 /// direction for its timeout while no request is being prepared, so that an idle or

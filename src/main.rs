@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edge::config::Config;
+use edge::server::SPARE_FILES;
 use tracing_subscriber::EnvFilter;
 
 /// A static-asset CDN edge node.
@@ -181,10 +182,6 @@ fn init_logging(access_log: bool) {
             }
         });
 }
-
-/// Descriptors edge needs beside its client connections: origin connections, blobs,
-/// the index, listeners, the runtime's own.
-const SPARE_FILES: u64 = 1024;
 
 /// Raises the soft open-file limit to the hard one, as nginx's `worker_rlimit_nofile`
 /// and Go's runtime do: each client connection is a descriptor, and many systems start

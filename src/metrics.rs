@@ -459,6 +459,14 @@ impl Collector for CacheCollector {
             None,
             skipped.metric_type(),
         )?)?;
+        let sealed = ConstGauge::new(self.cache.sealer().used() as i64);
+        sealed.encode(encoder.encode_descriptor(
+            "sendfile_bytes",
+            "Bytes of sealed body copies that plain HTTP/1.1 hits send with sendfile \
+             (cache.sendfile_memory bounds them)",
+            None,
+            sealed.metric_type(),
+        )?)?;
         let generation = ConstGauge::new(self.cache.generation() as i64);
         generation.encode(encoder.encode_descriptor(
             "cache_generation",

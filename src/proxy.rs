@@ -13,7 +13,6 @@ use std::future::Future;
 use arrayvec::ArrayString;
 use axum::body::Body;
 use axum::response::IntoResponse;
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, request};
 use hyper::body::Incoming;
@@ -28,7 +27,7 @@ use crate::error::{EdgeError, OriginFailure};
 use crate::fill::{FillRequest, Filled, PURGED, fill, variant_key, vary_names};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
-use crate::listener::{DirectRequest, Handler};
+use crate::listener::{DirectBody, DirectRequest, Handler};
 use crate::origin::{VIA, forward_headers};
 use crate::respond::{CacheStatus, Presentation, respond, respond_wire, streaming_head};
 use crate::server::{AppState, SiteRuntime};
@@ -66,7 +65,7 @@ impl Handler for Client {
         request: &DirectRequest<'_>,
         scheme: Scheme,
         head: &mut Vec<u8>,
-    ) -> Option<Bytes> {
+    ) -> Option<DirectBody> {
         answer_direct(&self.0, request, scheme, head)
     }
 }
@@ -79,7 +78,7 @@ fn answer_direct(
     request: &DirectRequest<'_>,
     scheme: Scheme,
     out: &mut Vec<u8>,
-) -> Option<Bytes> {
+) -> Option<DirectBody> {
     let started =
         tracing::enabled!(target: "edge::access", tracing::Level::INFO).then(Instant::now);
     // As `request_host` reads an origin-form request's one Host line.
@@ -143,9 +142,21 @@ fn answer_direct(
         let path = request.target.split('?').next().unwrap_or(request.target);
         log_access(&method, &host, path, answer.status, "hit", sent, started);
     }
-    Some(match request.head {
-        true => Bytes::new(),
-        false => answer.body,
+    if request.head {
+        return Some(DirectBody::default());
+    }
+    // Plain TCP can `sendfile` a large body from its sealed copy (see
+    // `cache::sealed`); TLS encrypts from memory.
+    let file = match scheme {
+        Scheme::Http if !answer.body.is_empty() => hit
+            .entry
+            .sealed_body(answer.index, state.cache.sealer())
+            .cloned(),
+        _ => None,
+    };
+    Some(DirectBody {
+        bytes: answer.body,
+        file,
     })
 }
 

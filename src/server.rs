@@ -179,6 +179,10 @@ struct Live {
     https_port: AtomicU16,
 }
 
+/// Descriptors edge needs beside its client connections: origin connections, blobs,
+/// the index, listeners, the runtime's own.
+pub const SPARE_FILES: u64 = 1024;
+
 impl AppState {
     /// State for `config` with a fresh cache.
     pub fn new(config: Arc<Config>) -> Self {
@@ -189,6 +193,13 @@ impl AppState {
             https_port: AtomicU16::new(config.server.tls_listen.map_or(0, |a| a.port())),
         });
         let cache = Cache::open(&config.cache);
+        // Each sealed body copy holds a descriptor: only those the open-file limit
+        // leaves beside the client connections and the spare ones.
+        if let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+            let connections = config.server.limits.max_connections as u64;
+            let free = limit.saturating_sub(connections.saturating_add(SPARE_FILES));
+            cache.sealer().limit_files(free);
+        }
         let metrics = crate::metrics::Metrics::new(&cache);
         let compressor = crate::compress::Compressor::new(&config.compression);
         AppState {

@@ -394,6 +394,121 @@ async fn a_connection_whose_lent_requests_are_answered_at_once_is_left_to_hyper(
     assert_eq!(origin.hits(), 1);
 }
 
+/// A body too random to compress, of `len` bytes.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// `edge_sendfile_bytes` from the admin listener's metrics.
+async fn sendfile_bytes(edge: &TestEdge) -> u64 {
+    let text = edge
+        .client
+        .get(edge.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("edge_sendfile_bytes "))
+        .expect("the gauge")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn large_hits_are_sent_from_their_sealed_copies_byte_for_byte() {
+    let origin = TestOrigin::start().await;
+    let big = noise(300_000, 1);
+    let mid = noise(20_000, 2);
+    for (path, body) in [("/big.bin", &big), ("/mid.bin", &mid)] {
+        origin.route(
+            path,
+            Route::ok(body.clone())
+                .header("content-type", "application/octet-stream")
+                .header("cache-control", "max-age=600"),
+        );
+    }
+    origin.route(
+        "/small",
+        Route::ok("small").header("cache-control", "max-age=600"),
+    );
+    let edge = TestEdge::start(&origin).await;
+    for path in ["/big.bin", "/mid.bin", "/small"] {
+        edge.get(path).await.bytes().await.unwrap();
+    }
+    assert_eq!(
+        sendfile_bytes(&edge).await,
+        0,
+        "made on the first direct hit"
+    );
+    // The same answers as hyper's, field for field and byte for byte.
+    for path in ["/big.bin", "/mid.bin"] {
+        let (direct, by_hyper) = both_ways(&edge, &get(path, ""), false).await;
+        assert_eq!(direct.body.len(), by_hyper.body.len());
+        assert!(direct.body == by_hyper.body, "{path}: the bodies differ");
+        assert_eq!(direct.fields.len(), by_hyper.fields.len(), "{direct:?}");
+    }
+    assert_eq!(sendfile_bytes(&edge).await, 303_104 + 20_480, "whole pages");
+    // Pipelined, mixed with a short body and a HEAD, on one connection.
+    let (mut reader, mut writer) = connect(&edge).await;
+    let all = [
+        get("/big.bin", ""),
+        get("/small", ""),
+        "HEAD /big.bin HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        get("/mid.bin", ""),
+        get("/big.bin", ""),
+    ]
+    .concat();
+    writer.write_all(all.as_bytes()).await.unwrap();
+    assert!(read_answer(&mut reader, false).await.body == big);
+    assert_eq!(read_answer(&mut reader, false).await.body, b"small");
+    let head = read_answer(&mut reader, true).await;
+    assert_eq!(head.field("content-length"), Some("300000"));
+    assert!(head.body.is_empty());
+    assert!(read_answer(&mut reader, false).await.body == mid);
+    assert!(read_answer(&mut reader, false).await.body == big);
+    // A purge lets go of the copies.
+    let purged = edge
+        .client
+        .post(edge.admin_url("/purge"))
+        .header("content-type", "application/json")
+        .body(r#"{"urls": ["http://127.0.0.1/big.bin", "http://127.0.0.1/mid.bin"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        purged.status().is_success(),
+        "{}",
+        purged.text().await.unwrap()
+    );
+    assert_eq!(sendfile_bytes(&edge).await, 0);
+}
+
+#[tokio::test]
+async fn without_sendfile_memory_large_hits_are_written_from_memory() {
+    let origin = TestOrigin::start().await;
+    let big = noise(100_000, 3);
+    origin.route(
+        "/big.bin",
+        Route::ok(big.clone()).header("cache-control", "max-age=600"),
+    );
+    let edge = TestEdge::start_with(&origin, "sendfile_memory = \"0B\"").await;
+    edge.get("/big.bin").await.bytes().await.unwrap();
+    let (direct, by_hyper) = both_ways(&edge, &get("/big.bin", ""), false).await;
+    assert!(direct.body == big && by_hyper.body == big);
+    assert_eq!(sendfile_bytes(&edge).await, 0);
+}
+
 #[tokio::test]
 async fn a_head_split_across_reads_is_answered_once_whole() {
     let (_origin, edge) = edge_with_assets().await;

@@ -9,6 +9,7 @@ pub mod key;
 pub mod memory;
 pub mod meta;
 mod purge;
+pub mod sealed;
 mod tags;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ use self::key::CacheKey;
 use self::memory::MemoryTier;
 use self::meta::{Meta, to_unix};
 pub use self::purge::PurgeMark;
+use self::sealed::{SealedBody, Sealer};
 use crate::config::CacheConfig;
 
 /// A stored response: its metadata and one body per representation.
@@ -47,6 +49,9 @@ pub struct Entry {
 struct Held {
     body: Body,
     block: HeaderBlock,
+    /// Its body's sealed copy, once a hit asked for one (see [`sealed`]); `None` when
+    /// one could not be made.
+    sealed: std::sync::OnceLock<Option<Arc<SealedBody>>>,
 }
 
 /// One representation's response fields, built by [`crate::respond`] when first
@@ -136,6 +141,7 @@ impl Entry {
                 .map(|body| Held {
                     body,
                     block: HeaderBlock::default(),
+                    sealed: std::sync::OnceLock::new(),
                 })
                 .collect(),
             key,
@@ -152,6 +158,32 @@ impl Entry {
     /// The bodies, in the order of `meta.reps`.
     pub fn bodies(&self) -> impl ExactSizeIterator<Item = &Body> {
         self.reps.iter().map(|held| &held.body)
+    }
+
+    /// The sealed copy of representation `index`'s body, to send with `sendfile`: made
+    /// on the first call that finds room for it in `sealer`'s budget, and kept with
+    /// the entry. `None` for a body on disk or too short, while the budget is full, or
+    /// when the copy could not be made (then never for this entry).
+    pub fn sealed_body(&self, index: usize, sealer: &Arc<Sealer>) -> Option<&Arc<SealedBody>> {
+        let held = &self.reps[index];
+        if let Some(made) = held.sealed.get() {
+            return made.as_ref();
+        }
+        let Body::Memory(bytes) = &held.body else {
+            return None;
+        };
+        if !sealer.has_room(bytes.len()) {
+            return None;
+        }
+        held.sealed
+            .get_or_init(|| match sealer.seal(bytes) {
+                Ok(made) => made,
+                Err(error) => {
+                    sealed::warn_once(&error);
+                    None
+                }
+            })
+            .as_ref()
     }
 
     /// The response header block of representation `index`, built from `meta` on
@@ -293,6 +325,8 @@ struct Inner {
     hasher: std::collections::hash_map::RandomState,
     /// The tag index and soft purge-all time (see `purge.rs`).
     purges: purge::PurgeState,
+    /// The budget of sealed body copies (see [`sealed`]).
+    sealer: Arc<Sealer>,
 }
 
 impl Cache {
@@ -338,6 +372,7 @@ impl Cache {
                 all_stamp: AtomicU64::new(0),
                 hasher: Default::default(),
                 purges,
+                sealer: Sealer::new(config.sendfile_memory),
             }),
         }
     }
@@ -348,6 +383,11 @@ impl Cache {
             disk: 0,
             ..config.clone()
         })
+    }
+
+    /// The budget of sealed body copies, for [`Entry::sealed_body`].
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.inner.sealer
     }
 
     /// The fills in progress.

@@ -267,6 +267,7 @@ fn config(dir: &Path) -> CacheConfig {
         write_queue: 64 << 20,
         fill_memory: 64 << 20,
         verify_interval: crate::config::DEFAULT_VERIFY_INTERVAL,
+        sendfile_memory: 1 << 20,
     }
 }
 

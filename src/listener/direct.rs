@@ -26,8 +26,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
-use super::{Connection, Handler, Open, stopped};
+use super::{Connection, Handler, Open, SendFile, stopped};
 use crate::body::TURN;
+use crate::cache::sealed::SealedBody;
 use crate::tls::Scheme;
 
 /// A request the direct path may answer, read from the connection's buffer.
@@ -81,7 +82,7 @@ pub(super) async fn serve<H, S>(
     scheme: Scheme,
 ) where
     H: Handler,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + SendFile + Unpin + Send + 'static,
 {
     let mut buf = BytesMut::new();
     if connection.handler.direct() {
@@ -133,7 +134,13 @@ pub(super) async fn serve<H, S>(
                 cheap_lends = 0;
                 buf.advance(len);
                 let open = Open::enter(&connection.activity);
-                if let Err(error) = write(&mut stream, &head, &body).await {
+                let written = match &body.file {
+                    Some(file) if stream.sends_files() => {
+                        write_file(&mut stream, &head, file).await
+                    }
+                    _ => write(&mut stream, &head, &body.bytes).await,
+                };
+                if let Err(error) = written {
                     tracing::debug!(peer = %connection.peer, %error, "connection ended with an error");
                     return;
                 }
@@ -318,6 +325,42 @@ async fn write<S: AsyncWrite + Unpin>(stream: &mut S, head: &[u8], body: &[u8]) 
         let (turn, after) = rest.split_at(rest.len().min(TURN));
         stream.write_all(turn).await?;
         rest = after;
+    }
+    Ok(())
+}
+
+/// Writes a response whose body is in a sealed file: `head` (sent with `MSG_MORE`, so
+/// that it leaves with the body's start), then the file with `sendfile`, in turns of
+/// [`TURN`] bytes as [`write`] does.
+async fn write_file<S: SendFile + Unpin>(
+    stream: &mut S,
+    head: &[u8],
+    file: &SealedBody,
+) -> io::Result<()> {
+    let mut head = head;
+    while !head.is_empty() {
+        match std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_send_more(cx, head)).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => head = &head[n..],
+        }
+    }
+    let mut offset = 0;
+    let mut turn = 0;
+    while offset < file.len() {
+        if turn == TURN {
+            tokio::task::yield_now().await;
+            turn = 0;
+        }
+        let want = (file.len() - offset).min((TURN - turn) as u64) as usize;
+        let sent = std::future::poll_fn(|cx| {
+            Pin::new(&mut *stream).poll_send_file(cx, file.fd(), &mut offset, want)
+        })
+        .await?;
+        if sent == 0 {
+            // The file is sealed at its length: nothing sent means the socket failed.
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        turn += sent;
     }
     Ok(())
 }

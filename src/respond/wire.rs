@@ -22,6 +22,8 @@ pub struct WireHit {
     pub status: u16,
     /// The body to send after the head: empty for a 304.
     pub body: Bytes,
+    /// The representation answered (of `entry.meta.reps`).
+    pub index: usize,
     /// The response's `Content-Encoding`, if it has one.
     pub encoding: Option<HeaderValue>,
 }
@@ -103,6 +105,7 @@ pub fn respond_wire(
     Some(WireHit {
         status: if not_modified { 304 } else { 200 },
         body,
+        index,
         encoding: wire.encoding.clone(),
     })
 }
