@@ -337,8 +337,16 @@ impl<H: Handler> Connection<H> {
     /// the response is sent in full: the connection's later hits are the direct path's
     /// again. Returns the stream and what the client sent meanwhile (its next requests),
     /// or `None` when the connection is to end: hyper closed it (an error, or an answer
-    /// with `Connection: close`), or the client did.
-    async fn lend<S>(&self, stream: S, head: Bytes, scheme: Scheme) -> Option<Returned<S>>
+    /// with `Connection: close`). A graceful shutdown (`stop`) that begins meanwhile
+    /// lets hyper finish the answer as it finishes its own, and the caller then ends
+    /// the connection.
+    async fn lend<S>(
+        &self,
+        stream: S,
+        head: Bytes,
+        scheme: Scheme,
+        stop: &watch::Receiver<bool>,
+    ) -> Option<Returned<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -358,13 +366,17 @@ impl<H: Handler> Connection<H> {
             let mut first = true;
             std::future::poll_fn(move |cx| {
                 let polled = answered.as_mut().poll(cx);
-                if std::mem::take(&mut first) && polled.is_ready() {
-                    lent.at_once.store(true, Ordering::Release);
-                }
-                if let Poll::Ready(Ok(response)) = &polled
-                    && has_close(response.headers())
-                {
-                    lent.closing.store(true, Ordering::Release);
+                let at_once = std::mem::take(&mut first);
+                if let Poll::Ready(Ok(response)) = &polled {
+                    // A hit answered on the first poll: from memory (an error
+                    // answered at once, such as an open circuit breaker's, is not).
+                    let hit = response
+                        .headers()
+                        .get("cache-status")
+                        .is_some_and(|v| v.as_bytes().starts_with(b"edge; hit"));
+                    lent.at_once.store(at_once && hit, Ordering::Release);
+                    lent.closing
+                        .store(has_close(response.headers()), Ordering::Release);
                 }
                 polled
             })
@@ -380,8 +392,10 @@ impl<H: Handler> Connection<H> {
                 let done = activity.received.load(Ordering::Acquire) > received
                     && activity.open.load(Ordering::Acquire) == 0
                     && lent.flushed.load(Ordering::Acquire);
-                if polled.is_pending() && done && !ended {
-                    // Idle now, so hyper ends at once, without a `Connection: close`.
+                // Idle once done, so hyper ends at once, without a `Connection: close`;
+                // on a shutdown before that, it closes after the answer, as its own
+                // connections do.
+                if polled.is_pending() && !ended && (done || direct::stopping(stop)) {
                     ended = true;
                     Pin::new(&mut connection).graceful_shutdown();
                     continue;
@@ -394,20 +408,22 @@ impl<H: Handler> Connection<H> {
             tracing::debug!(peer = %self.peer, error = %crate::error::chain(&error), "connection ended with an error");
             return None;
         }
-        // Ended by hyper itself (not by the shutdown above) means the connection ends.
-        if !ended || lent.closing.load(Ordering::Acquire) {
-            return None;
-        }
         let parts = connection.into_parts();
-        let loan = parts.io.into_inner();
-        if loan.closed {
+        let mut loan = parts.io.into_inner();
+        // Ended by hyper itself (not by the shutdown above), the connection ends, as
+        // hyper ends its own: with a shutdown (TLS sends its close_notify).
+        if !ended || lent.closing.load(Ordering::Acquire) {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut loan.inner).await;
             return None;
         }
-        let mut read = BytesMut::from(&parts.read_buf[..]);
-        read.extend_from_slice(&loan.ahead);
+        // hyper was given exactly one request head, and parsed it whole: anything left
+        // in its buffer would belong before what the caller holds.
+        if !parts.read_buf.is_empty() {
+            return None;
+        }
         Some(Returned {
             stream: loan.inner,
-            read,
+            read: loan.ahead,
             at_once: lent.at_once.load(Ordering::Acquire),
         })
     }
@@ -479,8 +495,9 @@ struct Lent {
 }
 
 /// The stream as hyper sees it for one lent request: first the request's head, then
-/// nothing; what the client sends meanwhile is kept for the direct path (its close is
-/// passed on, so that hyper stops work for a client that is gone).
+/// nothing; what the client sends meanwhile is kept for the direct path, which
+/// answers it (a client that sends requests and then closes its side still gets
+/// every answer, as from hyper alone), then sees the close itself.
 struct Loan<S> {
     head: Bytes,
     ahead: BytesMut,
@@ -505,7 +522,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Loan<S> {
             return Poll::Ready(Ok(()));
         }
         if this.closed {
-            return Poll::Ready(Ok(()));
+            return Poll::Pending;
         }
         if this.ahead.len() >= LOAN_AHEAD {
             // Enough kept; the client waits (hyper's writes wake this task).
@@ -513,9 +530,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Loan<S> {
         }
         this.ahead.reserve(4096);
         match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.ahead) {
+            // Not passed on: hyper would take it for a request cut short and drop the
+            // answer. The direct path reads the close again after it.
             Poll::Ready(Ok(0)) => {
                 this.closed = true;
-                Poll::Ready(Ok(()))
+                Poll::Pending
             }
             // Kept for later, not hyper's: it is still waiting for more.
             Poll::Ready(Ok(_)) => {

@@ -339,17 +339,30 @@ async fn requests_sent_while_hyper_answers_a_lent_one_are_answered_after_it() {
     let css = read_answer(&mut reader, false).await;
     assert_eq!(css.body, "body { color: red; }\n".repeat(200).as_bytes());
 
-    // A client that closes while its lent request is answered ends the connection.
-    let (mut reader, writer) = connect(&edge).await;
-    let mut writer = writer;
-    writer
-        .write_all(get("/slow-again", "").as_bytes())
-        .await
-        .unwrap();
-    drop(writer);
+    // A client that sends a miss and a hit, then closes its side while the miss is
+    // answered, gets both answers, then the close.
+    origin.route(
+        "/slow-again",
+        Route::ok("again".repeat(50_000))
+            .header("cache-control", "max-age=600")
+            .misbehave(common::Misbehaviour::PauseMidBody(Duration::from_millis(
+                300,
+            ))),
+    );
+    let (mut reader, mut writer) = connect(&edge).await;
+    let both = [get("/slow-again", ""), get("/warm", "")].concat();
+    writer.write_all(both.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    writer.shutdown().await.unwrap();
+    let slow = read_answer(&mut reader, false).await;
+    assert_eq!(slow.body, "again".repeat(50_000).as_bytes());
+    assert_eq!(read_answer(&mut reader, false).await.body, b"warm");
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "the connection ended");
+    assert!(
+        read.is_ok() && rest.is_empty(),
+        "closed after the two answers"
+    );
 }
 
 #[tokio::test]

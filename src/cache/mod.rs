@@ -49,9 +49,11 @@ pub struct Entry {
 struct Held {
     body: Body,
     block: HeaderBlock,
-    /// Its body's sealed copy, once a hit asked for one (see [`sealed`]); `None` when
-    /// one could not be made.
-    sealed: std::sync::OnceLock<Option<Arc<SealedBody>>>,
+    /// Its body's sealed copy, once a hit asked for one and the budget had room (see
+    /// [`sealed`]).
+    sealed: std::sync::OnceLock<Arc<SealedBody>>,
+    /// Whether making the copy failed (it is not tried again for this entry).
+    unsealable: std::sync::atomic::AtomicBool,
 }
 
 /// One representation's response fields, built by [`crate::respond`] when first
@@ -142,6 +144,7 @@ impl Entry {
                     body,
                     block: HeaderBlock::default(),
                     sealed: std::sync::OnceLock::new(),
+                    unsealable: std::sync::atomic::AtomicBool::new(false),
                 })
                 .collect(),
             key,
@@ -167,23 +170,26 @@ impl Entry {
     pub fn sealed_body(&self, index: usize, sealer: &Arc<Sealer>) -> Option<&Arc<SealedBody>> {
         let held = &self.reps[index];
         if let Some(made) = held.sealed.get() {
-            return made.as_ref();
+            return Some(made);
         }
         let Body::Memory(bytes) = &held.body else {
             return None;
         };
-        if !sealer.has_room(bytes.len()) {
+        if !sealer.has_room(bytes.len()) || held.unsealable.load(Ordering::Relaxed) {
             return None;
         }
-        held.sealed
-            .get_or_init(|| match sealer.seal(bytes) {
-                Ok(made) => made,
-                Err(error) => {
-                    sealed::warn_once(&error);
-                    None
-                }
-            })
-            .as_ref()
+        // Made outside the cell, so that a thread serving the same entry meanwhile
+        // sends from memory instead of waiting for the copy; of two copies made at once
+        // one is kept, and the other's drop gives its budget back.
+        match sealer.seal(bytes) {
+            Ok(Some(made)) => Some(held.sealed.get_or_init(|| made)),
+            Ok(None) => None,
+            Err(error) => {
+                sealed::warn_once(&error);
+                held.unsealable.store(true, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     /// The response header block of representation `index`, built from `meta` on

@@ -115,7 +115,7 @@ pub(super) async fn serve<H, S>(
                     // Declined (a miss, a stale or varying entry): hyper answers this
                     // request, then the connection comes back.
                     let request = buf.split_to(len).freeze();
-                    let Some(back) = connection.lend(stream, request, scheme).await else {
+                    let Some(back) = connection.lend(stream, request, scheme, &stop).await else {
                         return;
                     };
                     stream = back.stream;
@@ -174,7 +174,7 @@ pub(super) async fn serve<H, S>(
 
 /// Whether a graceful shutdown has begun (`stop` turned true, or its sender is gone):
 /// one atomic load.
-fn stopping(stop: &watch::Receiver<bool>) -> bool {
+pub(super) fn stopping(stop: &watch::Receiver<bool>) -> bool {
     !matches!(stop.has_changed(), Ok(false))
 }
 
