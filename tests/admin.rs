@@ -876,15 +876,7 @@ async fn bodies_of_no_declared_length_are_counted_and_logged_as_they_are_sent() 
     assert_eq!(r.headers()["content-length"], "300000");
     let line = log.access_line("HEAD", "/big").await;
     assert!(line.contains(" bytes=0 "), "{line}");
-    let text = edge
-        .client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = edge.metrics_text().await;
     let identity: f64 = parse_prometheus(&text)
         .iter()
         .filter(|(n, l, _)| n == "edge_response_body_bytes_total" && l.contains("identity"))

@@ -316,14 +316,14 @@ async fn a_miss_is_lent_to_hyper_and_the_next_hit_is_direct_again() {
 #[tokio::test]
 async fn requests_sent_while_hyper_answers_a_lent_one_are_answered_after_it() {
     let (origin, edge) = edge_with_assets().await;
-    origin.route(
-        "/slow",
-        Route::ok("slow".repeat(50_000))
+    // Cacheable, with a pause halfway through the body.
+    let paused = |body: String| {
+        let pause = common::Misbehaviour::PauseMidBody(Duration::from_millis(300));
+        Route::ok(body)
             .header("cache-control", "max-age=600")
-            .misbehave(common::Misbehaviour::PauseMidBody(Duration::from_millis(
-                300,
-            ))),
-    );
+            .misbehave(pause)
+    };
+    origin.route("/slow", paused("slow".repeat(50_000)));
     let (mut reader, mut writer) = connect(&edge).await;
     writer.write_all(get("/slow", "").as_bytes()).await.unwrap();
     // Sent while the miss is still being answered, in pieces.
@@ -341,14 +341,7 @@ async fn requests_sent_while_hyper_answers_a_lent_one_are_answered_after_it() {
 
     // A client that sends a miss and a hit, then closes its side while the miss is
     // answered, gets both answers, then the close.
-    origin.route(
-        "/slow-again",
-        Route::ok("again".repeat(50_000))
-            .header("cache-control", "max-age=600")
-            .misbehave(common::Misbehaviour::PauseMidBody(Duration::from_millis(
-                300,
-            ))),
-    );
+    origin.route("/slow-again", paused("again".repeat(50_000)));
     let (mut reader, mut writer) = connect(&edge).await;
     let both = [get("/slow-again", ""), get("/warm", "")].concat();
     writer.write_all(both.as_bytes()).await.unwrap();
@@ -365,8 +358,8 @@ async fn requests_sent_while_hyper_answers_a_lent_one_are_answered_after_it() {
     );
 }
 
-#[tokio::test]
-async fn a_connection_whose_lent_requests_are_answered_at_once_is_left_to_hyper() {
+/// An edge whose site honours the client's `Cache-Control`, with `/page` stored.
+async fn honouring_edge() -> (TestOrigin, TestEdge) {
     let origin = TestOrigin::start().await;
     origin.route(
         "/page",
@@ -374,6 +367,12 @@ async fn a_connection_whose_lent_requests_are_answered_at_once_is_left_to_hyper(
     );
     let edge = TestEdge::start_site(&origin, "client_cache_control = \"honor\"").await;
     edge.get("/page").await.bytes().await.unwrap();
+    (origin, edge)
+}
+
+#[tokio::test]
+async fn a_connection_whose_lent_requests_are_answered_at_once_is_left_to_hyper() {
+    let (origin, edge) = honouring_edge().await;
     // `max-age` on a site that honours it: hyper reads it, and answers from memory.
     let honoured = get("/page", "Cache-Control: max-age=600\r\n");
     let order_after = |lent: usize| {
@@ -422,15 +421,7 @@ fn noise(len: usize, seed: u32) -> Vec<u8> {
 
 /// `edge_sendfile_bytes` from the admin listener's metrics.
 async fn sendfile_bytes(edge: &TestEdge) -> u64 {
-    let text = edge
-        .client
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = edge.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix("edge_sendfile_bytes "))
         .expect("the gauge")
@@ -582,13 +573,7 @@ async fn requests_the_direct_path_leaves_are_answered_by_hyper_as_before() {
 
 #[tokio::test]
 async fn a_site_that_honours_cache_control_reads_it_on_every_connection() {
-    let origin = TestOrigin::start().await;
-    origin.route(
-        "/page",
-        Route::ok("page").header("cache-control", "max-age=600"),
-    );
-    let edge = TestEdge::start_site(&origin, "client_cache_control = \"honor\"").await;
-    edge.get("/page").await.bytes().await.unwrap();
+    let (origin, edge) = honouring_edge().await;
     assert_eq!(origin.hits(), 1);
     let (mut reader, mut writer) = connect(&edge).await;
     writer

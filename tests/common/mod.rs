@@ -479,6 +479,12 @@ impl TestEdge {
         format!("http://{}{}", self.running.admin_addr, path)
     }
 
+    /// The admin listener's `/metrics` page (no token).
+    pub async fn metrics_text(&self) -> String {
+        let response = self.client.get(self.admin_url("/metrics")).send().await;
+        response.unwrap().text().await.unwrap()
+    }
+
     /// Stops this edge (draining its disk writes) and starts another with the same
     /// configuration and cache directory, on new ports, as a process restart would.
     pub async fn restart(self) -> Self {
