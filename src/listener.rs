@@ -434,8 +434,8 @@ struct Returned<S> {
     stream: S,
     /// What the client sent while hyper answered.
     read: BytesMut,
-    /// Whether the handler answered without waiting for anything (memory, not an
-    /// origin or the disk): then lending cost a noticeable share of the answer.
+    /// Whether the answer was a hit the handler gave on its first poll (from memory,
+    /// not an origin or the disk): then lending cost a noticeable share of it.
     at_once: bool,
 }
 
@@ -490,7 +490,7 @@ struct Lent {
     flushed: AtomicBool,
     /// Whether the answer closes the connection.
     closing: AtomicBool,
-    /// Whether the handler answered on its first poll.
+    /// Whether the answer was a hit given on the handler's first poll.
     at_once: AtomicBool,
 }
 
