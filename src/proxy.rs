@@ -127,6 +127,14 @@ fn answer_direct(
         out.extend_from_slice(hsts.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if request.http10 {
+        // As hyper answers an HTTP/1.0 client that keeps its connection: in its
+        // version (RFC 9110 §6.2 lets a server answer in the client's major version)
+        // and saying the connection stays (RFC 9112 §9.3, HTTP/1.0's keep-alive).
+        debug_assert!(out.starts_with(b"HTTP/1.1 "));
+        out[..b"HTTP/1.1".len()].copy_from_slice(b"HTTP/1.0");
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     let sent = match request.head {
         true => 0,

@@ -188,6 +188,21 @@ async fn a_hit_is_answered_the_same_by_the_direct_path_and_by_hyper() {
             "HEAD /site.css HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: br\r\n\r\n".into(),
             true,
         ),
+        // HTTP/1.0 that keeps its connection (ApacheBench -k).
+        (
+            "GET /site.css HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: Keep-Alive\r\n\r\n".into(),
+            false,
+        ),
+        (
+            "GET /site.css HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\
+             Accept-Encoding: gzip\r\nIf-None-Match: \"css-1\"\r\n\r\n"
+                .into(),
+            false,
+        ),
+        (
+            "HEAD /site.css HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n".into(),
+            true,
+        ),
         // A fingerprinted path: the immutable rule's Cache-Control replaces the origin's.
         (get("/app.0123abcd.js", "Accept-Encoding: br\r\n"), false),
         (get("/app.0123abcd.js", ""), false),
@@ -283,6 +298,35 @@ async fn hit_after(edge: &TestEdge, first: &str) -> (Option<Answer>, Vec<String>
     assert_eq!(hit.body, b"warm");
     assert!(hit.field("cache-status").unwrap().contains("hit"));
     (before, hit.names)
+}
+
+#[tokio::test]
+async fn http10_keep_alive_hits_are_direct_and_keep_the_connection() {
+    let (_origin, edge) = edge_with_assets().await;
+    let (_, direct) = hit_after(&edge, "").await;
+    let old = "GET /warm HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n";
+    let (mut reader, mut writer) = connect(&edge).await;
+    writer.write_all(old.repeat(2).as_bytes()).await.unwrap();
+    for _ in 0..2 {
+        let answer = read_answer(&mut reader, false).await;
+        assert_eq!(answer.status, "HTTP/1.0 200 OK");
+        assert_eq!(answer.field("connection"), Some("keep-alive"));
+        assert_eq!(answer.body, b"warm");
+        let names: Vec<String> = answer
+            .names
+            .into_iter()
+            .filter(|n| n != "connection")
+            .collect();
+        assert_eq!(names, direct, "answered on the direct path");
+    }
+    // Without keep-alive, HTTP/1.0 is hyper's, which closes after the answer.
+    let (mut reader, mut writer) = connect(&edge).await;
+    let closing = "GET /warm HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    writer.write_all(closing.as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut reader, false).await.body, b"warm");
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "closed after the answer");
 }
 
 #[tokio::test]

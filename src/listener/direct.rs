@@ -4,7 +4,8 @@
 //! entry was first served ([`crate::respond::respond_wire`]); hyper's request and response maps,
 //! its dispatcher and its encoder cost more than that.
 //!
-//! The path takes only requests it can read without doubt: `GET` or `HEAD`, HTTP/1.1, an
+//! The path takes only requests it can read without doubt: `GET` or `HEAD`, HTTP/1.1 (or
+//! HTTP/1.0 with `Connection: keep-alive`, answered as hyper answers it), an
 //! origin-form target of URI characters, one `Host`, at most one `Accept-Encoding` and
 //! `If-None-Match` line (`If-Modified-Since` only beside it, which then ignores it), and
 //! none of the fields that would change how the request is read or answered (a body,
@@ -46,6 +47,9 @@ pub struct DirectRequest<'a> {
     pub if_none_match: Option<&'a [u8]>,
     /// Whether it has `Cache-Control` or `Pragma` (not read here).
     pub cache_directives: bool,
+    /// HTTP/1.0 with `Connection: keep-alive` (rather than HTTP/1.1): answered as
+    /// hyper answers it, with an `HTTP/1.0` status line and `Connection: keep-alive`.
+    pub http10: bool,
 }
 
 /// The request-head limits of the listener (see [`crate::config::Limits`]).
@@ -210,7 +214,7 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
     };
     if len > limits.max_header_bytes.min(MAX_HEAD)
         || parsed.headers.len() > limits.max_headers
-        || parsed.version != Some(1)
+        || !matches!(parsed.version, Some(0 | 1))
     {
         return Parsed::Other;
     }
@@ -227,6 +231,7 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
     let mut if_none_match = None;
     let mut if_modified_since = false;
     let mut cache_directives = false;
+    let mut keep_alive = false;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
         let slot = if name.eq_ignore_ascii_case(b"host") {
@@ -247,6 +252,7 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
             if !field.value.trim_ascii().eq_ignore_ascii_case(b"keep-alive") {
                 return Parsed::Other;
             }
+            keep_alive = true;
             continue;
         } else if CHANGES_THE_ANSWER
             .iter()
@@ -266,6 +272,12 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
     let Some(host) = host.filter(|_| !if_modified_since || if_none_match.is_some()) else {
         return Parsed::Other;
     };
+    // HTTP/1.0 closes after each answer unless the client asks to keep the connection
+    // (RFC 9112 §9.3): those that do not are hyper's, which closes.
+    let http10 = parsed.version == Some(0);
+    if http10 && !keep_alive {
+        return Parsed::Other;
+    }
     Parsed::Direct(
         len,
         DirectRequest {
@@ -275,6 +287,7 @@ fn parse<'b>(buf: &'b [u8], fields: &mut [httparse::Header<'b>], limits: HeadLim
             accept_encoding,
             if_none_match,
             cache_directives,
+            http10,
         },
     )
 }
@@ -427,8 +440,12 @@ mod tests {
                 accept_encoding: Some(b"br, gzip"),
                 if_none_match: Some(b"\"x\""),
                 cache_directives: false,
+                http10: false,
             }
         );
+        // HTTP/1.0 that keeps its connection.
+        let old = "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n";
+        assert!(direct(old).expect("direct").1.http10);
         let reload = "GET / HTTP/1.1\r\nHost: a\r\nCache-Control: max-age=0\r\n\r\n";
         assert!(direct(reload).expect("direct").1.cache_directives);
         let old = "GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n";
@@ -454,7 +471,9 @@ mod tests {
         for head in [
             // Other methods, versions and target forms.
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            // HTTP/1.0 that closes after the answer, and HTTP/0.9.
             "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nConnection: close\r\n\r\n",
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
