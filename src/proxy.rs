@@ -128,9 +128,10 @@ fn answer_direct(
         out.extend_from_slice(b"\r\n");
     }
     if request.http10 {
-        // As hyper answers an HTTP/1.0 client that keeps its connection: in its
-        // version (RFC 9110 §6.2 lets a server answer in the client's major version)
-        // and saying the connection stays (RFC 9112 §9.3, HTTP/1.0's keep-alive).
+        // As hyper answers an HTTP/1.0 client that keeps its connection, so that both
+        // paths agree: in the request's version (RFC 9110 §2.5 would prefer 1.1, and
+        // allows 1.0), saying the connection stays (RFC 9112 §9.3, HTTP/1.0's
+        // keep-alive).
         debug_assert!(out.starts_with(b"HTTP/1.1 "));
         out[..b"HTTP/1.1".len()].copy_from_slice(b"HTTP/1.0");
         out.extend_from_slice(b"connection: keep-alive\r\n");

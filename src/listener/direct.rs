@@ -471,7 +471,7 @@ mod tests {
         for head in [
             // Other methods, versions and target forms.
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
-            // HTTP/1.0 that closes after the answer, and HTTP/0.9.
+            // HTTP/1.0 that closes after the answer.
             "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.0\r\nHost: a\r\nConnection: close\r\n\r\n",
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
