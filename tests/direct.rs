@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Route, TestEdge, TestOrigin, cache_status};
+use common::{Route, TestEdge, TestOrigin, cache_status, incompressible};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -450,19 +450,6 @@ async fn a_connection_whose_lent_requests_are_answered_at_once_is_left_to_hyper(
     assert_eq!(origin.hits(), 1);
 }
 
-/// A body too random to compress, of `len` bytes.
-fn noise(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 /// `edge_sendfile_bytes` from the admin listener's metrics.
 async fn sendfile_bytes(edge: &TestEdge) -> u64 {
     let text = edge.metrics_text().await;
@@ -476,8 +463,8 @@ async fn sendfile_bytes(edge: &TestEdge) -> u64 {
 #[tokio::test]
 async fn large_hits_are_sent_from_their_sealed_copies_byte_for_byte() {
     let origin = TestOrigin::start().await;
-    let big = noise(300_000, 1);
-    let mid = noise(20_000, 2);
+    let big = incompressible(1, 300_000);
+    let mid = incompressible(2, 20_000);
     for (path, body) in [("/big.bin", &big), ("/mid.bin", &mid)] {
         origin.route(
             path,
@@ -545,7 +532,7 @@ async fn large_hits_are_sent_from_their_sealed_copies_byte_for_byte() {
 #[tokio::test]
 async fn without_sendfile_memory_large_hits_are_written_from_memory() {
     let origin = TestOrigin::start().await;
-    let big = noise(100_000, 3);
+    let big = incompressible(3, 100_000);
     origin.route(
         "/big.bin",
         Route::ok(big.clone()).header("cache-control", "max-age=600"),

@@ -11,21 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Route, TestEdge, TestOrigin, cache_status};
+use common::{Route, TestEdge, TestOrigin, cache_status, incompressible};
 use reqwest::header::HeaderMap;
-
-/// Deterministic, incompressible-looking bytes.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A route that is stored for an hour and never gets compressed variants.
 fn asset(body: &[u8]) -> Route {
@@ -151,7 +138,7 @@ const SMALL: &str = "memory_object_max = \"64KiB\"";
 
 #[tokio::test]
 async fn full_body_is_the_same_from_origin_memory_and_disk() {
-    let body = bytes(1, 40_000);
+    let body = incompressible(1, 40_000);
     on_every_tier(&body, SMALL, "GET", &[], |served, a| {
         assert_eq!(a.status, 200, "{served:?}");
         assert_eq!(a.body(), &body[..], "{served:?}");
@@ -163,7 +150,7 @@ async fn full_body_is_the_same_from_origin_memory_and_disk() {
 
 #[tokio::test]
 async fn range_is_the_same_from_origin_memory_and_disk() {
-    let body = bytes(2, 40_000);
+    let body = incompressible(2, 40_000);
     on_every_tier(
         &body,
         SMALL,
@@ -180,7 +167,7 @@ async fn range_is_the_same_from_origin_memory_and_disk() {
 
 #[tokio::test]
 async fn multipart_ranges_are_the_same_from_origin_memory_and_disk() {
-    let body = bytes(3, 40_000);
+    let body = incompressible(3, 40_000);
     on_every_tier(
         &body,
         SMALL,
@@ -204,7 +191,7 @@ async fn multipart_ranges_are_the_same_from_origin_memory_and_disk() {
 
 #[tokio::test]
 async fn conditional_and_head_are_the_same_from_origin_memory_and_disk() {
-    let body = bytes(4, 40_000);
+    let body = incompressible(4, 40_000);
     on_every_tier(
         &body,
         SMALL,
@@ -227,7 +214,7 @@ async fn conditional_and_head_are_the_same_from_origin_memory_and_disk() {
 #[tokio::test]
 async fn large_object_streams_the_same_from_disk() {
     // 3 MiB against memory_object_max 256 KiB: stored on disk only, streamed from it.
-    let body = bytes(5, 3 << 20);
+    let body = incompressible(5, 3 << 20);
     let extra = "memory_object_max = \"256KiB\"";
     on_every_tier(&body, extra, "GET", &[], |served, a| {
         assert_ne!(served, Served::MemoryHit, "too big for memory");
@@ -252,7 +239,7 @@ async fn large_object_streams_the_same_from_disk() {
 #[tokio::test]
 async fn a_memory_hit_of_many_turns_arrives_whole() {
     // Above 128 KiB a memory body goes to hyper in turns, with a yield between them.
-    let body = bytes(6, (1 << 20) + 1);
+    let body = incompressible(6, (1 << 20) + 1);
     let from_memory = std::cell::Cell::new(false);
     on_every_tier(&body, "", "GET", &[], |served, a| {
         from_memory.set(from_memory.get() || served == Served::MemoryHit);
@@ -306,7 +293,7 @@ fn blob_of(cache_dir: &Path, body: &[u8]) -> PathBuf {
 async fn restart_keeps_entries_without_asking_the_origin() {
     let origin = TestOrigin::start().await;
     let bodies: Vec<Vec<u8>> = (0..20)
-        .map(|i| bytes(100 + i, 1000 + 500 * i as usize))
+        .map(|i| incompressible(100 + i, 1000 + 500 * i as usize))
         .collect();
     for (i, b) in bodies.iter().enumerate() {
         origin.route(&format!("/r{i}"), asset(b));
@@ -333,7 +320,7 @@ async fn restart_keeps_entries_without_asking_the_origin() {
 #[tokio::test]
 async fn flipped_byte_in_a_blob_is_detected_and_refetched() {
     let origin = TestOrigin::start().await;
-    let body = bytes(6, 20_000);
+    let body = incompressible(6, 20_000);
     origin.route("/f.bin", asset(&body));
     let dir = tempfile::tempdir().unwrap();
     let edge = TestEdge::start_in(&origin, dir.path(), "").await;
@@ -368,7 +355,7 @@ async fn flipped_byte_in_a_blob_is_detected_and_refetched() {
 #[tokio::test]
 async fn deleted_blob_file_is_a_miss_not_an_error() {
     let origin = TestOrigin::start().await;
-    let body = bytes(7, 5_000);
+    let body = incompressible(7, 5_000);
     origin.route("/d.bin", asset(&body));
     let dir = tempfile::tempdir().unwrap();
     let edge = TestEdge::start_in(&origin, dir.path(), "").await;
@@ -399,7 +386,7 @@ async fn disk_budget_holds_after_many_fills() {
     let edge = TestEdge::start_in(&origin, dir.path(), "disk = \"256KiB\"").await;
     let cache = &edge.running.state.cache;
     for i in 0..200u64 {
-        let body = bytes(1000 + i, 10 << 10);
+        let body = incompressible(1000 + i, 10 << 10);
         origin.route(&format!("/b{i}"), asset(&body));
         assert_eq!(
             edge.get(&format!("/b{i}")).await.bytes().await.unwrap(),
@@ -424,7 +411,7 @@ async fn disk_budget_holds_after_many_fills() {
 #[tokio::test]
 async fn identical_bodies_under_two_urls_share_one_blob() {
     let origin = TestOrigin::start().await;
-    let body = bytes(8, 30_000);
+    let body = incompressible(8, 30_000);
     origin.route("/one.bin", asset(&body));
     origin.route("/two.bin", asset(&body));
     let dir = tempfile::tempdir().unwrap();
@@ -467,7 +454,7 @@ async fn identical_bodies_under_two_urls_share_one_blob() {
 #[tokio::test]
 async fn corrupt_large_blob_aborts_the_response_instead_of_completing_it() {
     let origin = TestOrigin::start().await;
-    let body = bytes(9, 2 << 20);
+    let body = incompressible(9, 2 << 20);
     origin.route("/big.bin", asset(&body));
     let dir = tempfile::tempdir().unwrap();
     let extra = "memory_object_max = \"256KiB\"";
@@ -512,7 +499,7 @@ async fn corrupt_large_blob_aborts_the_response_instead_of_completing_it() {
 #[tokio::test]
 async fn a_verified_blob_is_trusted_only_while_its_file_is_unchanged() {
     let origin = TestOrigin::start().await;
-    let body = bytes(11, 2 << 20);
+    let body = incompressible(11, 2 << 20);
     origin.route("/big.bin", asset(&body));
     let dir = tempfile::tempdir().unwrap();
     let extra = "memory_object_max = \"256KiB\"\nverify_interval = \"1h\"";
@@ -697,7 +684,7 @@ async fn killed_mid_fill_the_restarted_edge_serves_only_complete_objects() {
     // Sizes from 1 KB to ~300 KB: both memory-sized and disk-only (streamed) objects.
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..300)
-            .map(|i| bytes(5000 + i, 1000 + (i as usize * 7919) % 300_000))
+            .map(|i| incompressible(5000 + i, 1000 + (i as usize * 7919) % 300_000))
             .collect(),
     );
     for (i, b) in bodies.iter().enumerate() {
@@ -763,7 +750,7 @@ async fn full_disk_keeps_serving_and_stores_nothing_partial() {
     // 40 objects, 64 KiB to 448 KiB (~10 MiB) offered to 4 MiB, with a 1 GiB budget:
     // only the filesystem stops the writes.
     let bodies: Vec<Vec<u8>> = (0..40)
-        .map(|i| bytes(9000 + i, (64 << 10) * (1 + i as usize % 7)))
+        .map(|i| incompressible(9000 + i, (64 << 10) * (1 + i as usize % 7)))
         .collect();
     for (i, b) in bodies.iter().enumerate() {
         origin.route(&format!("/x{i}"), asset(b));
