@@ -123,9 +123,7 @@ fn answer_direct(
         )
     })?;
     if let Some(hsts) = hsts {
-        out.extend_from_slice(b"strict-transport-security: ");
-        out.extend_from_slice(hsts.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        crate::respond::field(out, b"strict-transport-security", hsts.as_bytes());
     }
     if request.http10 {
         // As hyper answers an HTTP/1.0 client that keeps its connection, so that both
@@ -134,7 +132,7 @@ fn answer_direct(
         // keep-alive).
         debug_assert!(out.starts_with(b"HTTP/1.1 "));
         out[..b"HTTP/1.1".len()].copy_from_slice(b"HTTP/1.0");
-        out.extend_from_slice(b"connection: keep-alive\r\n");
+        crate::respond::field(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
     let sent = match request.head {

@@ -19,7 +19,7 @@ use crate::http::range::{self, ByteRange, RangeOutcome};
 use crate::origin::VIA;
 
 mod wire;
-pub use wire::{WireHit, respond_wire};
+pub use wire::{WireHit, field, respond_wire};
 
 /// The `Cache-Status` field (RFC 9211) for one response, by parameter.
 #[derive(Debug, Clone, Default)]

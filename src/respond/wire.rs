@@ -87,21 +87,16 @@ pub fn respond_wire(
     match presentation.cache_control {
         Some(cc) => {
             out.extend_from_slice(&wire.fields[..wire.cache_control_at]);
-            field(out, b"cache-control", cc);
+            field(out, b"cache-control", cc.as_bytes());
         }
         None => out.extend_from_slice(&wire.fields),
     }
     let mut text = StackText::default();
     text.push_int(i64::try_from(age).unwrap_or(i64::MAX));
-    out.extend_from_slice(b"age: ");
-    out.extend_from_slice(text.as_ref());
-    out.extend_from_slice(b"\r\n");
+    field(out, b"age", text.as_ref());
     let mut text = StackText::default();
     status.write(&mut text);
-    out.extend_from_slice(CACHE_STATUS.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(text.as_ref());
-    out.extend_from_slice(b"\r\n");
+    field(out, CACHE_STATUS.as_str().as_bytes(), text.as_ref());
     Some(WireHit {
         status: if not_modified { 304 } else { 200 },
         body,
@@ -121,12 +116,12 @@ fn serialise(block: &HeaderMap) -> Box<Wire> {
     );
     for (name, value) in block {
         if *name != header::AGE && *name != CACHE_STATUS && *name != header::CACHE_CONTROL {
-            field(&mut fields, name.as_str().as_bytes(), value);
+            field(&mut fields, name.as_str().as_bytes(), value.as_bytes());
         }
     }
     let cache_control_at = fields.len();
     for value in block.get_all(header::CACHE_CONTROL) {
-        field(&mut fields, b"cache-control", value);
+        field(&mut fields, b"cache-control", value.as_bytes());
     }
     Box::new(Wire {
         fields: fields.into_boxed_slice(),
@@ -136,9 +131,10 @@ fn serialise(block: &HeaderMap) -> Box<Wire> {
     })
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &HeaderValue) {
+/// Writes one field line, `name: value` and its CRLF, into a head being written.
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
