@@ -80,6 +80,7 @@ fn config(dir: &Path, memory: u64) -> CacheConfig {
         fill_memory: 1 << 30,
         verify_interval: edge::config::DEFAULT_VERIFY_INTERVAL,
         sendfile_memory: 0,
+        open_blobs: 0,
     }
 }
 

@@ -135,7 +135,14 @@ pub struct CacheConfig {
     /// Most bytes of sealed copies of bodies, sent with `sendfile` on plain HTTP/1.1
     /// hits (see [`crate::cache::sealed`]); zero turns them off.
     pub sendfile_memory: u64,
+    /// Most blob files of the disk tier held open by memory-tier entries, so that
+    /// large disk hits skip the index and go out with `sendfile` (see
+    /// [`crate::cache::sealed::BlobHold`]); zero turns them off.
+    pub open_blobs: u64,
 }
+
+/// `cache.open_blobs` when unset.
+pub const DEFAULT_OPEN_BLOBS: u64 = 1000;
 
 /// `cache.verify_interval` when unset.
 pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(600);
@@ -520,6 +527,7 @@ struct RawCache {
     fill_memory: Option<String>,
     verify_interval: Option<String>,
     sendfile_memory: Option<String>,
+    open_blobs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -950,6 +958,7 @@ impl Config {
                 raw.cache.sendfile_memory.as_deref(),
                 "128MiB",
             ),
+            open_blobs: raw.cache.open_blobs.unwrap_or(DEFAULT_OPEN_BLOBS),
         };
         if raw.cache.dir.as_deref() == Some("") {
             c.fail("cache.dir", "must not be empty");

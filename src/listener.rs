@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -100,9 +100,10 @@ pub trait Handler: Clone + Send + Sync + 'static {
         false
     }
 
-    /// Answers `request` at once, without hyper, when nothing but memory is needed:
-    /// writes the response head into `head` and returns the body to send after it (the
-    /// caller sends nothing else). `None` leaves the request to [`Handler::call`]
+    /// Answers `request` at once, without hyper, when nothing but the memory tier is
+    /// needed (its bodies, or the blob files it holds open): writes the response head
+    /// into `head` and returns the body to send after it (the caller sends nothing
+    /// else; a [`BodyFile::Blob`] only on plain TCP). `None` leaves the request to [`Handler::call`]
     /// (through hyper), after which the connection's next requests come here again.
     fn answer_direct(
         &self,
@@ -117,11 +118,44 @@ pub trait Handler: Clone + Send + Sync + 'static {
 /// The body of a response answered on the direct path.
 #[derive(Default)]
 pub struct DirectBody {
-    /// Its bytes.
+    /// Its bytes (empty when they are only in `file`).
     pub bytes: Bytes,
-    /// The same bytes in a sealed file, sent with `sendfile` where the connection
-    /// allows it (plain TCP).
-    pub file: Option<Arc<crate::cache::sealed::SealedBody>>,
+    /// Its bytes in a file, sent with `sendfile` where the connection allows it (plain
+    /// TCP).
+    pub file: Option<BodyFile>,
+}
+
+/// A body's bytes in a file, whole from its start.
+pub enum BodyFile {
+    /// A memory body's sealed copy ([`crate::cache::sealed`]); the bytes are in memory
+    /// too.
+    Sealed(Arc<crate::cache::sealed::SealedBody>),
+    /// A blob of the disk tier, of this many bytes: the only place they are, so it is
+    /// answered only on a connection that sends files.
+    Blob(Arc<std::fs::File>, u64),
+}
+
+impl BodyFile {
+    /// The file, to send from.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            BodyFile::Sealed(sealed) => sealed.fd(),
+            BodyFile::Blob(file, _) => file.as_fd(),
+        }
+    }
+
+    /// How many bytes to send.
+    pub fn len(&self) -> u64 {
+        match self {
+            BodyFile::Sealed(sealed) => sealed.len(),
+            BodyFile::Blob(_, len) => *len,
+        }
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The admin listener's routes. The scheme is in the request's extensions.

@@ -467,6 +467,15 @@ impl Collector for CacheCollector {
             None,
             sealed.metric_type(),
         )?)?;
+        let blobs = ConstGauge::new(self.cache.sealer().blobs() as i64);
+        blobs.encode(encoder.encode_descriptor(
+            "open_blobs",
+            "Blob files of the disk tier held open by memory-tier entries, so that their \
+             hits skip the index and plain HTTP/1.1 sends them with sendfile \
+             (cache.open_blobs bounds them)",
+            None,
+            blobs.metric_type(),
+        )?)?;
         let generation = ConstGauge::new(self.cache.generation() as i64);
         generation.encode(encoder.encode_descriptor(
             "cache_generation",

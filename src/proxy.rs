@@ -27,7 +27,7 @@ use crate::error::{EdgeError, OriginFailure};
 use crate::fill::{FillRequest, Filled, PURGED, fill, variant_key, vary_names};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
-use crate::listener::{DirectBody, DirectRequest, Handler};
+use crate::listener::{BodyFile, DirectBody, DirectRequest, Handler};
 use crate::origin::{VIA, forward_headers};
 use crate::respond::{CacheStatus, Presentation, respond, respond_wire, streaming_head};
 use crate::server::{AppState, SiteRuntime};
@@ -70,9 +70,10 @@ impl Handler for Client {
     }
 }
 
-/// A fresh memory hit answered on the listener's direct path ([`DirectRequest`]): the
-/// same answer, metrics and access log line that [`handle`] gives it; `None` for any
-/// other outcome, which the request then takes through [`handle`].
+/// A fresh hit in the memory tier answered on the listener's direct path
+/// ([`DirectRequest`]): the same answer, metrics and access log line that [`handle`]
+/// gives it; `None` for any other outcome, which the request then takes through
+/// [`handle`].
 fn answer_direct(
     state: &AppState,
     request: &DirectRequest<'_>,
@@ -122,6 +123,15 @@ fn answer_direct(
             out,
         )
     })?;
+    // A body that stays on disk goes out from its blob with `sendfile`: on plain TCP
+    // only, and only when its pages look cached, since the thread would wait for the
+    // disk in `sendfile`. hyper's path reads it otherwise, waiting on a blocking thread.
+    if let Some(disk) = answer.disk
+        && !request.head
+        && (scheme != Scheme::Http || !disk.resident())
+    {
+        return None;
+    }
     if let Some(hsts) = hsts {
         crate::respond::field(out, b"strict-transport-security", hsts.as_bytes());
     }
@@ -135,9 +145,10 @@ fn answer_direct(
         crate::respond::field(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
-    let sent = match request.head {
-        true => 0,
-        false => answer.body.len() as u64,
+    let sent = match (request.head, answer.disk) {
+        (true, _) => 0,
+        (false, Some(disk)) => disk.len(),
+        (false, None) => answer.body.len() as u64,
     };
     let encoding = answer.encoding.as_ref().and_then(|v| v.to_str().ok());
     state.metrics.request("hit", answer.status, encoding, sent);
@@ -154,12 +165,14 @@ fn answer_direct(
     }
     // Plain TCP can `sendfile` a large body from its sealed copy (see
     // `cache::sealed`); TLS encrypts from memory.
-    let file = match scheme {
-        Scheme::Http if !answer.body.is_empty() => hit
+    let file = match (answer.disk, scheme) {
+        (Some(disk), _) => Some(BodyFile::Blob(disk.file().clone(), disk.len())),
+        (None, Scheme::Http) if !answer.body.is_empty() => hit
             .entry
             .sealed_body(answer.index, state.cache.sealer())
-            .cloned(),
-        _ => None,
+            .cloned()
+            .map(BodyFile::Sealed),
+        (None, _) => None,
     };
     Some(DirectBody {
         bytes: answer.body,

@@ -450,16 +450,6 @@ async fn a_connection_whose_lent_requests_are_answered_at_once_is_left_to_hyper(
     assert_eq!(origin.hits(), 1);
 }
 
-/// `edge_sendfile_bytes` from the admin listener's metrics.
-async fn sendfile_bytes(edge: &TestEdge) -> u64 {
-    let text = edge.metrics_text().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("edge_sendfile_bytes "))
-        .expect("the gauge")
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn large_hits_are_sent_from_their_sealed_copies_byte_for_byte() {
     let origin = TestOrigin::start().await;
@@ -482,7 +472,7 @@ async fn large_hits_are_sent_from_their_sealed_copies_byte_for_byte() {
         edge.get(path).await.bytes().await.unwrap();
     }
     assert_eq!(
-        sendfile_bytes(&edge).await,
+        edge.gauge("edge_sendfile_bytes").await,
         0,
         "made on the first direct hit"
     );
@@ -493,13 +483,17 @@ async fn large_hits_are_sent_from_their_sealed_copies_byte_for_byte() {
         assert!(direct.body == by_hyper.body, "{path}: the bodies differ");
         assert_eq!(direct.fields.len(), by_hyper.fields.len(), "{direct:?}");
     }
-    assert_eq!(sendfile_bytes(&edge).await, 303_104 + 20_480, "whole pages");
+    assert_eq!(
+        edge.gauge("edge_sendfile_bytes").await,
+        303_104 + 20_480,
+        "whole pages"
+    );
     // Pipelined, mixed with a short body and a HEAD, on one connection.
     let (mut reader, mut writer) = connect(&edge).await;
     let all = [
         get("/big.bin", ""),
         get("/small", ""),
-        "HEAD /big.bin HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        "HEAD /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned(),
         get("/mid.bin", ""),
         get("/big.bin", ""),
     ]
@@ -526,7 +520,7 @@ async fn large_hits_are_sent_from_their_sealed_copies_byte_for_byte() {
         "{}",
         purged.text().await.unwrap()
     );
-    assert_eq!(sendfile_bytes(&edge).await, 0);
+    assert_eq!(edge.gauge("edge_sendfile_bytes").await, 0);
 }
 
 #[tokio::test]
@@ -541,7 +535,91 @@ async fn without_sendfile_memory_large_hits_are_written_from_memory() {
     edge.get("/big.bin").await.bytes().await.unwrap();
     let (direct, by_hyper) = both_ways(&edge, &get("/big.bin", ""), false).await;
     assert!(direct.body == big && by_hyper.body == big);
-    assert_eq!(sendfile_bytes(&edge).await, 0);
+    assert_eq!(edge.gauge("edge_sendfile_bytes").await, 0);
+}
+
+#[tokio::test]
+async fn a_trusted_blob_on_disk_is_sent_from_its_open_file_byte_for_byte() {
+    let origin = TestOrigin::start().await;
+    let big = incompressible(4, 600_000);
+    origin.route(
+        "/big.bin",
+        Route::ok(big.clone())
+            .header("content-type", "application/octet-stream")
+            .header("cache-control", "max-age=600"),
+    );
+    origin.route(
+        "/small",
+        Route::ok("small").header("cache-control", "max-age=600"),
+    );
+    origin.route(
+        "/warm",
+        Route::ok("warm").header("cache-control", "max-age=600"),
+    );
+    // Above memory_object_max, so the body stays on disk.
+    let edge = TestEdge::start_with(&origin, "memory_object_max = \"256KiB\"").await;
+    for path in ["/big.bin", "/small", "/warm"] {
+        edge.get(path).await.bytes().await.unwrap();
+    }
+    edge.running.state.cache.flush().await;
+    // The first read from disk hashes the blob; a lookup after that holds it open in
+    // the memory tier.
+    for _ in 0..50 {
+        let r = edge.get("/big.bin").await;
+        assert!(cache_status(&r).contains("hit"), "{r:?}");
+        assert!(r.bytes().await.unwrap() == big);
+        if edge.gauge("edge_open_blobs").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(edge.gauge("edge_open_blobs").await, 1);
+    assert_eq!(edge.gauge("edge_sendfile_bytes").await, 0, "no sealed copy");
+
+    // Answered on the direct path (its fields come in another order than hyper's),
+    // with the same fields and bytes.
+    let (direct, by_hyper) = both_ways(&edge, &get("/big.bin", ""), false).await;
+    assert!(direct.body == big, "the direct body differs");
+    assert!(by_hyper.body == big, "hyper's body differs");
+    assert_eq!(direct, by_hyper);
+    assert_ne!(direct.names, by_hyper.names, "the direct path answered");
+    let (direct, by_hyper) = both_ways(
+        &edge,
+        "HEAD /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        true,
+    )
+    .await;
+    assert_eq!(direct, by_hyper);
+    assert_ne!(direct.names, by_hyper.names, "the direct path answered");
+    assert_eq!(direct.field("content-length"), Some("600000"));
+
+    // Pipelined with a short body and a HEAD, on one connection.
+    let (mut reader, mut writer) = connect(&edge).await;
+    let all = [
+        get("/big.bin", ""),
+        get("/small", ""),
+        "HEAD /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned(),
+        get("/big.bin", ""),
+    ]
+    .concat();
+    writer.write_all(all.as_bytes()).await.unwrap();
+    assert!(read_answer(&mut reader, false).await.body == big);
+    assert_eq!(read_answer(&mut reader, false).await.body, b"small");
+    assert!(read_answer(&mut reader, true).await.body.is_empty());
+    assert!(read_answer(&mut reader, false).await.body == big);
+    assert_eq!(origin.hits(), 3, "every answer came from the cache");
+
+    // A purge lets go of the file.
+    let purged = edge
+        .client
+        .post(edge.admin_url("/purge"))
+        .header("content-type", "application/json")
+        .body(r#"{"urls": ["http://127.0.0.1/big.bin"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(purged.status().is_success());
+    assert_eq!(edge.gauge("edge_open_blobs").await, 0);
 }
 
 #[tokio::test]

@@ -513,6 +513,8 @@ async fn a_verified_blob_is_trusted_only_while_its_file_is_unchanged() {
         assert!(cache_status(&r).contains("hit"));
         assert!(r.bytes().await.unwrap() == body);
     }
+    // Trusted, it is kept open in the memory tier (`cache.open_blobs`).
+    assert_eq!(edge.gauge("edge_open_blobs").await, 1);
     // A trusted range reads only its bytes, and they are the right ones.
     let r = edge
         .get_with("/big.bin", &[("range", "bytes=1500000-1500099")])
@@ -542,6 +544,11 @@ async fn a_verified_blob_is_trusted_only_while_its_file_is_unchanged() {
     let r = edge.get("/big.bin").await;
     assert!(r.bytes().await.is_err(), "the body must be cut short");
     assert_eq!(edge.running.state.cache.corrupt_blobs(), 1);
+    assert_eq!(
+        edge.gauge("edge_open_blobs").await,
+        0,
+        "the changed file let go"
+    );
     let r = edge.get("/big.bin").await;
     assert!(cache_status(&r).contains("fwd=uri-miss"));
     assert!(r.bytes().await.unwrap() == body);

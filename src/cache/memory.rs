@@ -123,7 +123,7 @@ impl MemoryTier {
 
     /// Stores `entry`, evicting the oldest unused entries of its shard as needed.
     /// Returns false (and stores nothing) when the entry exceeds [`Self::max_entry`] or
-    /// has bodies on disk.
+    /// has bodies on disk without holding their files open (see `Cache::lookup`).
     pub fn insert(&self, entry: Arc<Entry>) -> bool {
         self.insert_if(entry, || true)
     }
@@ -132,7 +132,7 @@ impl MemoryTier {
     /// (a promotion from disk must not overwrite a newer entry stored meanwhile).
     pub fn insert_if(&self, entry: Arc<Entry>, still_current: impl FnOnce() -> bool) -> bool {
         let cost = entry.memory_charge();
-        if entry.memory_bytes() > self.max_entry || !entry.in_memory() {
+        if entry.memory_bytes() > self.max_entry || !(entry.in_memory() || entry.blobs.is_some()) {
             self.remove(&entry.key);
             return false;
         }

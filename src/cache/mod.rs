@@ -29,7 +29,7 @@ use self::key::CacheKey;
 use self::memory::MemoryTier;
 use self::meta::{Meta, to_unix};
 pub use self::purge::PurgeMark;
-use self::sealed::{SealedBody, Sealer};
+use self::sealed::{BlobHold, SealedBody, Sealer};
 use crate::config::CacheConfig;
 
 /// A stored response: its metadata and one body per representation.
@@ -43,6 +43,9 @@ pub struct Entry {
     reps: Box<[Held]>,
     /// When a hit on it was last passed to the disk tier's recency, in Unix seconds.
     touched: AtomicU64,
+    /// For an entry whose bodies stay on disk, kept in the memory tier: its place in
+    /// `cache.open_blobs` while it holds their files open (see [`Cache::lookup`]).
+    blobs: Option<Arc<BlobHold>>,
 }
 
 /// What an entry holds for one representation.
@@ -150,7 +153,17 @@ impl Entry {
             key,
             meta,
             touched: AtomicU64::new(0),
+            blobs: None,
         }
+    }
+
+    /// Whether each body on disk is still trusted ([`DiskBody::still_trusted`]): the
+    /// condition for an entry holding its blobs open to stay in the memory tier.
+    fn blobs_still_trusted(&self) -> bool {
+        self.bodies().all(|body| match body {
+            Body::Memory(_) => true,
+            Body::Disk(disk) => disk.still_trusted(),
+        })
     }
 
     /// The body of representation `index` (of `meta.reps`).
@@ -378,7 +391,7 @@ impl Cache {
                 all_stamp: AtomicU64::new(0),
                 hasher: Default::default(),
                 purges,
-                sealer: Sealer::new(config.sendfile_memory),
+                sealer: Sealer::new(config.sendfile_memory, config.open_blobs),
             }),
         }
     }
@@ -493,7 +506,15 @@ impl Cache {
         let Some(entry) = Box::pin(disk.lookup(key, self.generation(), max)).await else {
             return Lookup::Miss;
         };
-        if entry.in_memory() && entry.memory_bytes() <= max {
+        // Promoted: bodies that fit in memory, or the open files of trusted blobs.
+        let (entry, promote) = match entry.in_memory() {
+            true => {
+                let fits = entry.memory_bytes() <= max;
+                (entry, fits)
+            }
+            false => self.holding_blobs(entry),
+        };
+        if promote {
             entry.touched.store(to_unix(now), Ordering::Relaxed);
             self.inner
                 .memory
@@ -521,11 +542,48 @@ impl Cache {
         {
             disk.touch(&entry.key);
         }
-        let hit = Hit {
-            entry,
-            tier: Tier::Memory,
+        // An entry holding its blobs open goes on only while they are trusted; then
+        // the lookup opens them again from the disk tier, hashing them if need be.
+        let tier = match entry.blobs {
+            None => Tier::Memory,
+            Some(_) if entry.blobs_still_trusted() => Tier::Disk,
+            Some(_) => {
+                self.inner.memory.remove(key);
+                return None;
+            }
         };
+        let hit = Hit { entry, tier };
         Some(self.classify(hit, now))
+    }
+
+    /// `entry`, whose bodies are (partly) on disk, ready for the memory tier and whether
+    /// it is: holding its blob files open within `cache.open_blobs`, when every one is
+    /// trusted ([`DiskBody::is_trusted`]). A large hit then finds its entry, blob open,
+    /// without the index, and the direct path can `sendfile` it. An untrusted blob is
+    /// hashed on its next full read first.
+    fn holding_blobs(&self, entry: Arc<Entry>) -> (Arc<Entry>, bool) {
+        let trusted = |body: &Body| match body {
+            Body::Disk(disk) => disk.is_trusted(),
+            Body::Memory(_) => true,
+        };
+        if !entry.bodies().all(trusted) {
+            return (entry, false);
+        }
+        let files = entry
+            .bodies()
+            .filter(|body| matches!(body, Body::Disk(_)))
+            .count() as u64;
+        let Some(hold) = self.inner.sealer.hold_blobs(files) else {
+            return (entry, false);
+        };
+        // The disk tier's lookup made it, and no one else holds it yet.
+        match Arc::try_unwrap(entry) {
+            Ok(mut entry) => {
+                entry.blobs = Some(Arc::new(hold));
+                (Arc::new(entry), true)
+            }
+            Err(entry) => (entry, false),
+        }
     }
 
     fn classify(&self, hit: Hit, now: SystemTime) -> Lookup {
@@ -577,9 +635,18 @@ impl Cache {
     pub fn update_meta(&self, entry: &Entry, mut meta: Meta) -> Arc<Entry> {
         meta.generation = self.generation();
         let bodies = entry.bodies().cloned().collect();
-        let updated = Arc::new(Entry::new(entry.key.clone(), meta, bodies));
+        let mut updated = Entry::new(entry.key.clone(), meta, bodies);
+        // Bodies on disk stay in memory only with their files' place in
+        // `cache.open_blobs` (see `holding_blobs`); otherwise the next lookup reads
+        // the new metadata from the disk tier.
+        updated.blobs = entry.blobs.clone();
+        let updated = Arc::new(updated);
         self.bump(&updated.key);
-        self.inner.memory.insert(updated.clone());
+        if updated.in_memory() || updated.blobs.is_some() {
+            self.inner.memory.insert(updated.clone());
+        } else {
+            self.inner.memory.remove(&updated.key);
+        }
         self.index_tags(&updated);
         if let Some(disk) = &self.inner.disk {
             if updated.in_memory() {

@@ -13,6 +13,11 @@
 //!
 //! The sealed file is what makes this safe: its bytes can never change, so a response
 //! still in the socket's queue when its entry is dropped is sent whole and unchanged.
+//!
+//! The same budget counts the disk tier's blob files that memory-tier entries hold open
+//! ([`BlobHold`], within `cache.open_blobs`), so that large disk hits are sent with
+//! `sendfile` from their blobs: sealed copies and open blobs together stay within the
+//! descriptors the open-file limit leaves beside the client connections.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -35,6 +40,9 @@ pub struct Sealer {
     /// connections need more.
     max_files: AtomicU64,
     files: AtomicU64,
+    /// Most blob files held open at once by memory-tier entries (`cache.open_blobs`).
+    max_blobs: u64,
+    blobs: AtomicU64,
 }
 
 /// One body's sealed copy.
@@ -46,15 +54,46 @@ pub struct SealedBody {
     sealer: Arc<Sealer>,
 }
 
+/// Blob files of the disk tier that one memory-tier entry holds open, counted against
+/// [`Sealer`]'s descriptors until it is dropped.
+#[derive(Debug)]
+pub struct BlobHold {
+    files: u64,
+    sealer: Arc<Sealer>,
+}
+
 impl Sealer {
-    /// A budget of `max` bytes (zero: no sealed copies).
-    pub fn new(max: u64) -> Arc<Self> {
+    /// A budget of `max` bytes of sealed copies (zero: none) and `max_blobs` open blob
+    /// files (zero: none).
+    pub fn new(max: u64, max_blobs: u64) -> Arc<Self> {
         Arc::new(Sealer {
             max,
             used: AtomicU64::new(0),
             max_files: AtomicU64::new(u64::MAX),
             files: AtomicU64::new(0),
+            max_blobs,
+            blobs: AtomicU64::new(0),
         })
+    }
+
+    /// Room for `files` more blob files held open, if the budget has it now.
+    pub fn hold_blobs(self: &Arc<Self>, files: u64) -> Option<BlobHold> {
+        let blobs = self.blobs.fetch_add(files, Ordering::AcqRel);
+        let all = self.files.fetch_add(files, Ordering::AcqRel);
+        let hold = BlobHold {
+            files,
+            sealer: self.clone(),
+        };
+        // Over either limit: the hold's drop gives both back.
+        (files > 0
+            && blobs + files <= self.max_blobs
+            && all + files <= self.max_files.load(Ordering::Relaxed))
+        .then_some(hold)
+    }
+
+    /// Blob files held open now.
+    pub fn blobs(&self) -> u64 {
+        self.blobs.load(Ordering::Relaxed)
     }
 
     /// Allows at most `files` sealed copies at once.
@@ -143,6 +182,13 @@ impl Drop for SealedBody {
     }
 }
 
+impl Drop for BlobHold {
+    fn drop(&mut self) {
+        self.sealer.blobs.fetch_sub(self.files, Ordering::AcqRel);
+        self.sealer.files.fetch_sub(self.files, Ordering::AcqRel);
+    }
+}
+
 /// Logs a copy that could not be made: a warning the first time, then at debug level
 /// (each entry tries once, and a full file table would fail them all alike).
 pub fn warn_once(error: &io::Error) {
@@ -172,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_sealed_copy_holds_the_bytes_and_refuses_any_change() {
-        let sealer = Sealer::new(1 << 20);
+        let sealer = Sealer::new(1 << 20, 0);
         let bytes: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
         let body = sealer.seal(&bytes).unwrap().expect("room");
         assert_eq!(read_back(&body), bytes);
@@ -186,7 +232,7 @@ mod tests {
 
     #[test]
     fn copies_stay_within_the_budget_and_short_bodies_get_none() {
-        let sealer = Sealer::new(64 * 1024);
+        let sealer = Sealer::new(64 * 1024, 0);
         assert!(sealer.seal(&[1; MIN_LEN - 1]).unwrap().is_none());
         let first = sealer.seal(&[1; 40_000]).unwrap().expect("room");
         assert!(!sealer.has_room(40_000));
@@ -194,15 +240,41 @@ mod tests {
         assert_eq!(sealer.used(), 40_960);
         drop(first);
         assert!(sealer.seal(&[2; 40_000]).unwrap().is_some());
-        let few = Sealer::new(1 << 20);
+        let few = Sealer::new(1 << 20, 0);
         few.limit_files(1);
         let one = few.seal(&[1; MIN_LEN]).unwrap().expect("room");
         assert!(!few.has_room(MIN_LEN));
         assert!(few.seal(&[1; MIN_LEN]).unwrap().is_none());
         drop(one);
         assert!(few.seal(&[1; MIN_LEN]).unwrap().is_some());
-        let off = Sealer::new(0);
+        let off = Sealer::new(0, 0);
         assert!(off.seal(&[1; MIN_LEN]).unwrap().is_none());
         assert_eq!(off.used(), 0);
+    }
+
+    #[test]
+    fn open_blobs_share_the_descriptor_limit_with_sealed_copies() {
+        let sealer = Sealer::new(1 << 20, 3);
+        let two = sealer.hold_blobs(2).expect("room for two");
+        assert_eq!(sealer.blobs(), 2);
+        assert!(sealer.hold_blobs(2).is_none(), "beyond cache.open_blobs");
+        assert_eq!(sealer.blobs(), 2, "a refused hold takes nothing");
+        let one = sealer.hold_blobs(1).expect("room for one");
+        drop(two);
+        assert_eq!(sealer.blobs(), 1);
+        sealer.limit_files(2);
+        let copy = sealer
+            .seal(&[1; MIN_LEN])
+            .unwrap()
+            .expect("a second descriptor");
+        assert!(
+            sealer.hold_blobs(1).is_none(),
+            "the descriptors are all in use"
+        );
+        drop(copy);
+        assert!(sealer.hold_blobs(1).is_some());
+        drop(one);
+        assert_eq!(sealer.blobs(), 0);
+        assert!(Sealer::new(1 << 20, 0).hold_blobs(1).is_none(), "0: none");
     }
 }

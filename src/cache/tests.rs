@@ -268,6 +268,7 @@ fn config(dir: &Path) -> CacheConfig {
         fill_memory: 64 << 20,
         verify_interval: crate::config::DEFAULT_VERIFY_INTERVAL,
         sendfile_memory: 1 << 20,
+        open_blobs: crate::config::DEFAULT_OPEN_BLOBS,
     }
 }
 
@@ -451,6 +452,165 @@ async fn a_blob_cut_short_while_open_ends_its_stream_with_an_error() {
         "what did go out is the true prefix"
     );
     assert_eq!(cache.corrupt_blobs(), 1);
+}
+
+/// A disk hit on `path` whose blob was hashed in full before (the first full read of a
+/// blob verifies it): the lookup after that trusts it.
+async fn trusted_disk_hit(cache: &Cache, path: &str, body: &[u8]) -> Hit {
+    let first = disk_hit(cache, path, body).await;
+    let (out, error) = collect(first.entry.body(0), whole(body.len())).await;
+    assert!(error.is_none() && out == body, "{error:?}");
+    let Lookup::Fresh(hit) = cache.lookup(&key(path), SystemTime::now()).await else {
+        panic!("expected a disk hit")
+    };
+    hit
+}
+
+#[tokio::test]
+async fn a_trusted_large_blob_is_held_open_in_the_memory_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&config(dir.path()));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 247) as u8).collect();
+
+    // Not yet hashed: the memory tier does not keep it.
+    let hit = disk_hit(&cache, "/big", &body).await;
+    assert!(cache.memory().peek(&key("/big")).is_none());
+    assert_eq!(cache.sealer().blobs(), 0);
+    let (out, _) = collect(hit.entry.body(0), whole(body.len())).await;
+    assert!(out == body);
+    drop(hit);
+
+    // Hashed: the next lookup keeps the entry, its blob open, in the memory tier, and a
+    // memory lookup finds it there (as a disk hit) without the index.
+    let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
+        panic!("expected a disk hit")
+    };
+    assert_eq!(hit.tier, Tier::Disk);
+    assert_eq!(cache.sealer().blobs(), 1);
+    let Some(Lookup::Fresh(held)) = cache.lookup_memory(key("/big").as_str(), SystemTime::now())
+    else {
+        panic!("expected the memory tier to hold it")
+    };
+    assert_eq!(held.tier, Tier::Disk);
+    assert!(std::sync::Arc::ptr_eq(&held.entry, &hit.entry));
+    assert!(matches!(held.entry.body(0), Body::Disk(d) if d.is_trusted()));
+    assert_eq!(cache.memory().bytes(), 0, "no body bytes in memory");
+    let (out, error) = collect(held.entry.body(0), whole(body.len())).await;
+    assert!(error.is_none() && out == body, "{error:?}");
+
+    // A revalidation keeps it held; a removal lets its file go.
+    let updated = cache.update_meta(&held.entry, meta_for(&[&body]));
+    drop((hit, held));
+    assert_eq!(cache.sealer().blobs(), 1);
+    assert!(
+        cache
+            .memory()
+            .peek(&key("/big"))
+            .is_some_and(|e| std::sync::Arc::ptr_eq(&e, &updated))
+    );
+    drop(updated);
+    assert!(cache.remove(&key("/big")));
+    // The disk tier's queue held the revalidated entry until written.
+    cache.flush().await;
+    assert_eq!(cache.sealer().blobs(), 0);
+}
+
+#[tokio::test]
+async fn a_held_blob_whose_file_changes_is_let_go_and_hashed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&config(dir.path()));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    drop(trusted_disk_hit(&cache, "/big", &body).await);
+    assert_eq!(cache.sealer().blobs(), 1);
+
+    // Touched (the bytes are the same; the stamp is not): no longer trusted, so the
+    // memory tier lets it go, and the lookup after it opens the file untrusted.
+    let file = std::fs::File::options()
+        .write(true)
+        .open(blob_path(dir.path(), &body))
+        .unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        cache
+            .lookup_memory(key("/big").as_str(), SystemTime::now())
+            .is_none()
+    );
+    assert!(cache.memory().peek(&key("/big")).is_none());
+    assert_eq!(cache.sealer().blobs(), 0);
+    let Lookup::Fresh(hit) = cache.lookup(&key("/big"), SystemTime::now()).await else {
+        panic!("expected a disk hit")
+    };
+    assert!(matches!(hit.entry.body(0), Body::Disk(d) if !d.is_trusted()));
+    assert!(cache.memory().peek(&key("/big")).is_none());
+}
+
+#[tokio::test]
+async fn a_held_blob_whose_file_is_unlinked_is_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&config(dir.path()));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
+    drop(trusted_disk_hit(&cache, "/big", &body).await);
+    assert_eq!(cache.sealer().blobs(), 1);
+
+    // Unlinked behind the entry's back (as the disk tier's eviction does): the open
+    // file still reads, but the memory tier lets it go rather than serve it.
+    std::fs::remove_file(blob_path(dir.path(), &body)).unwrap();
+    assert!(
+        cache
+            .lookup_memory(key("/big").as_str(), SystemTime::now())
+            .is_none()
+    );
+    assert_eq!(cache.sealer().blobs(), 0);
+}
+
+#[tokio::test]
+async fn open_blobs_bounds_the_held_files_and_zero_holds_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&CacheConfig {
+        open_blobs: 1,
+        ..config(dir.path())
+    });
+    let a = vec![1u8; 100_000];
+    let b = vec![2u8; 100_000];
+    let first = trusted_disk_hit(&cache, "/a", &a).await;
+    let second = trusted_disk_hit(&cache, "/b", &b).await;
+    assert_eq!(cache.sealer().blobs(), 1);
+    assert!(cache.memory().peek(&key("/a")).is_some());
+    assert!(
+        cache.memory().peek(&key("/b")).is_none(),
+        "beyond open_blobs"
+    );
+    let (out, error) = collect(second.entry.body(0), whole(b.len())).await;
+    assert!(error.is_none() && out == b, "served from disk all the same");
+    drop((first, second));
+
+    for (name, off) in [
+        (
+            "open_blobs 0",
+            CacheConfig {
+                open_blobs: 0,
+                ..config(dir.path())
+            },
+        ),
+        (
+            "verify_interval 0",
+            CacheConfig {
+                verify_interval: Duration::ZERO,
+                ..config(dir.path())
+            },
+        ),
+    ] {
+        let elsewhere = tempfile::tempdir().unwrap();
+        let off = CacheConfig {
+            dir: elsewhere.path().to_path_buf(),
+            ..off
+        };
+        let cache = Cache::open(&off);
+        drop(trusted_disk_hit(&cache, "/a", &a).await);
+        assert_eq!(cache.sealer().blobs(), 0, "{name}");
+        assert!(cache.memory().peek(&key("/a")).is_none(), "{name}");
+    }
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
-//! The direct path: HTTP/1.1 requests (plain, or over TLS) that a memory hit answers
-//! are read and answered here, without hyper. A hit is the common request of a CDN
-//! node, and the whole of it is a lookup and one write of a header block built when the
-//! entry was first served ([`crate::respond::respond_wire`]); hyper's request and response maps,
-//! its dispatcher and its encoder cost more than that.
+//! The direct path: HTTP/1.1 requests (plain, or over TLS) that a hit in the memory tier
+//! answers are read and answered here, without hyper. A hit is the common request of a
+//! CDN node, and the whole of it is a lookup and one write of a header block built when
+//! the entry was first served ([`crate::respond::respond_wire`]); hyper's request and
+//! response maps, its dispatcher and its encoder cost more than that. A body is written
+//! from memory, or sent with `sendfile` on plain TCP from its sealed copy or, for a large
+//! object the memory tier holds only open, from its disk blob ([`super::BodyFile`]).
 //!
 //! The path takes only requests it can read without doubt: `GET` or `HEAD`, HTTP/1.1 (or
 //! HTTP/1.0 with `Connection: keep-alive`, answered as hyper answers it), an
@@ -27,9 +29,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
-use super::{Connection, Handler, Open, SendFile, stopped};
+use super::{BodyFile, Connection, Handler, Open, SendFile, stopped};
 use crate::body::TURN;
-use crate::cache::sealed::SealedBody;
 use crate::tls::Scheme;
 
 /// A request the direct path may answer, read from the connection's buffer.
@@ -141,6 +142,13 @@ pub(super) async fn serve<H, S>(
                 let written = match &body.file {
                     Some(file) if stream.sends_files() => {
                         write_file(&mut stream, &head, file).await
+                    }
+                    Some(BodyFile::Blob(..)) => {
+                        // The handler answers those on plain TCP only.
+                        debug_assert!(false, "a blob body on a stream that cannot send files");
+                        Err(io::Error::other(
+                            "a blob body on a stream that cannot send files",
+                        ))
                     }
                     _ => write(&mut stream, &head, &body.bytes).await,
                 };
@@ -342,13 +350,13 @@ async fn write<S: AsyncWrite + Unpin>(stream: &mut S, head: &[u8], body: &[u8]) 
     Ok(())
 }
 
-/// Writes a response whose body is in a sealed file: `head` (sent with `MSG_MORE`, so
-/// that it leaves with the body's start), then the file with `sendfile`, in turns of
-/// [`TURN`] bytes as [`write`] does.
+/// Writes a response whose body is in a file: `head` (sent with `MSG_MORE`, so that it
+/// leaves with the body's start), then the file with `sendfile`, in turns of [`TURN`]
+/// bytes as [`write`] does.
 async fn write_file<S: SendFile + Unpin>(
     stream: &mut S,
     head: &[u8],
-    file: &SealedBody,
+    file: &BodyFile,
 ) -> io::Result<()> {
     let mut head = head;
     while !head.is_empty() {
@@ -370,7 +378,8 @@ async fn write_file<S: SendFile + Unpin>(
         })
         .await?;
         if sent == 0 {
-            // The file is sealed at its length: nothing sent means the socket failed.
+            // A sealed file cannot shrink; a blob that did (truncated under us) must not
+            // pass for whole: the connection ends short of its Content-Length.
             return Err(io::ErrorKind::WriteZero.into());
         }
         turn += sent;

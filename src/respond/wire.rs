@@ -1,4 +1,4 @@
-//! A memory hit written as HTTP/1.1 bytes, for the listener's direct path
+//! A hit written as HTTP/1.1 bytes, for the listener's direct path
 //! (`listener::direct`): the response [`super::respond`] builds for hyper, from the same
 //! fields, serialised once per representation and kept beside the maps ([`Wire`]).
 
@@ -12,16 +12,18 @@ use super::{
     CACHE_STATUS, CacheStatus, Presentation, StackText, choose, full_fields_of, not_modified_block,
     other_etags,
 };
-use crate::cache::{Body as Stored, Entry, Wire};
+use crate::cache::{Body as Stored, DiskBody, Entry, Wire};
 use crate::http::conditional::{self, Validators};
 use crate::http::split_list;
 
 /// What [`respond_wire`] answered, beside the head it wrote.
-pub struct WireHit {
+pub struct WireHit<'a> {
     /// 200 or 304.
     pub status: u16,
-    /// The body to send after the head: empty for a 304.
+    /// The body to send after the head: empty for a 304, and for a body on disk.
     pub body: Bytes,
+    /// A 200's body that stays on disk: its blob, for the caller to send.
+    pub disk: Option<&'a DiskBody>,
     /// The representation answered (of `entry.meta.reps`).
     pub index: usize,
     /// The response's `Content-Encoding`, if it has one.
@@ -32,17 +34,17 @@ pub struct WireHit {
 /// fields that matter here are `Accept-Encoding` and `If-None-Match` (each at most one
 /// line), of an entry stored with status 200. Writes the response's status line and
 /// fields into `out` (the caller adds any of its own, then the empty line that ends
-/// the head) and returns the rest; `None` (with `out` untouched) when the answer is anything else — a
-/// 406, a body on disk, fields without `Date` — which the caller leaves to hyper.
-pub fn respond_wire(
-    entry: &Entry,
+/// the head) and returns the rest; `None` (with `out` untouched) when the answer is
+/// anything else — a 406, fields without `Date` — which the caller leaves to hyper.
+pub fn respond_wire<'a>(
+    entry: &'a Entry,
     accept: Option<&[u8]>,
     if_none_match: Option<&[u8]>,
     now: SystemTime,
     mut status: CacheStatus,
     presentation: &Presentation<'_>,
     out: &mut Vec<u8>,
-) -> Option<WireHit> {
+) -> Option<WireHit<'a>> {
     let meta = &entry.meta;
     if meta.status != 200 {
         return None;
@@ -58,10 +60,10 @@ pub fn respond_wire(
         };
         conditional::none_match_hits(|| split_list(field, false), &validators)
     });
-    let body = match (not_modified, entry.body(index)) {
-        (true, _) => Bytes::new(),
-        (false, Stored::Memory(bytes)) => bytes.clone(),
-        (false, Stored::Disk(_)) => return None,
+    let (body, disk) = match (not_modified, entry.body(index)) {
+        (true, _) => (Bytes::new(), None),
+        (false, Stored::Memory(bytes)) => (bytes.clone(), None),
+        (false, Stored::Disk(disk)) => (Bytes::new(), Some(&**disk)),
     };
 
     let block = entry.header_block(index);
@@ -100,6 +102,7 @@ pub fn respond_wire(
     Some(WireHit {
         status: if not_modified { 304 } else { 200 },
         body,
+        disk,
         index,
         encoding: wire.encoding.clone(),
     })

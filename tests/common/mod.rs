@@ -485,6 +485,17 @@ impl TestEdge {
         response.unwrap().text().await.unwrap()
     }
 
+    /// The value of the unlabelled metric `name` (e.g. `edge_open_blobs`) from the
+    /// admin listener's metrics.
+    pub async fn gauge(&self, name: &str) -> u64 {
+        let text = self.metrics_text().await;
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in the metrics"));
+        line.parse().unwrap()
+    }
+
     /// Stops this edge (draining its disk writes) and starts another with the same
     /// configuration and cache directory, on new ports, as a process restart would.
     pub async fn restart(self) -> Self {

@@ -128,7 +128,7 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    fn of(metadata: &fs::Metadata) -> FileStamp {
+    pub(super) fn of(metadata: &fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt as _;
         let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
         FileStamp {

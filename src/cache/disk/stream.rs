@@ -93,6 +93,41 @@ impl DiskBody {
         &self.hash
     }
 
+    /// The blob's file, opened at lookup.
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Whether it was trusted when opened (see [`Self::still_trusted`]).
+    pub fn is_trusted(&self) -> bool {
+        self.trusted
+    }
+
+    /// Whether it is trusted now: the disk tier still holds a verification of it within
+    /// `cache.verify_interval`, and its file is still linked and has that stamp (so a
+    /// blob rewritten, replaced, touched, evicted or purged since is not, nor one found
+    /// corrupt meanwhile). A memory-tier entry that holds the file open is used only
+    /// while this holds.
+    pub fn still_trusted(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let (Some(stamp), Some(tier)) = (self.stamp, self.tier.upgrade()) else {
+            return false;
+        };
+        self.file.metadata().is_ok_and(|now| {
+            now.nlink() > 0 && FileStamp::of(&now) == stamp && tier.trusts(&self.hash, stamp)
+        })
+    }
+
+    /// Whether its first and last bytes are in the page cache, so that sending it
+    /// (`sendfile` on a worker thread) is unlikely to wait for the disk. Not a
+    /// promise for the pages between: the kernel can evict them meanwhile.
+    pub fn resident(&self) -> bool {
+        let mut byte = [0; 1];
+        self.len > 0
+            && cached_prefix(&self.file, &mut byte, 0) == 1
+            && cached_prefix(&self.file, &mut byte, self.len - 1) == 1
+    }
+
     /// The bytes of `segments` in order: literal bytes, and byte ranges of the blob that
     /// must be sorted, disjoint and within it (as `http::range::evaluate` returns them).
     pub fn stream(
