@@ -193,8 +193,9 @@ impl AppState {
             https_port: AtomicU16::new(config.server.tls_listen.map_or(0, |a| a.port())),
         });
         let cache = Cache::open(&config.cache);
-        // Each sealed body copy holds a descriptor: only those the open-file limit
-        // leaves beside the client connections and the spare ones.
+        // Each sealed body copy and each blob held open by the memory tier holds a
+        // descriptor: only those the open-file limit leaves beside the client
+        // connections and the spare ones.
         if let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
             let connections = config.server.limits.max_connections as u64;
             let free = limit.saturating_sub(connections.saturating_add(SPARE_FILES));

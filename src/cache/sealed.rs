@@ -96,7 +96,7 @@ impl Sealer {
         self.blobs.load(Ordering::Relaxed)
     }
 
-    /// Allows at most `files` sealed copies at once.
+    /// Allows at most `files` descriptors at once: sealed copies and held blob files.
     pub fn limit_files(&self, files: u64) {
         self.max_files.store(files, Ordering::Relaxed);
     }
