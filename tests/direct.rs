@@ -507,19 +507,8 @@ async fn large_hits_are_sent_from_their_sealed_copies_byte_for_byte() {
     assert!(read_answer(&mut reader, false).await.body == mid);
     assert!(read_answer(&mut reader, false).await.body == big);
     // A purge lets go of the copies.
-    let purged = edge
-        .client
-        .post(edge.admin_url("/purge"))
-        .header("content-type", "application/json")
-        .body(r#"{"urls": ["http://127.0.0.1/big.bin", "http://127.0.0.1/mid.bin"]}"#)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        purged.status().is_success(),
-        "{}",
-        purged.text().await.unwrap()
-    );
+    edge.purge_urls(&["http://127.0.0.1/big.bin", "http://127.0.0.1/mid.bin"])
+        .await;
     assert_eq!(edge.gauge("edge_sendfile_bytes").await, 0);
 }
 
@@ -544,18 +533,11 @@ async fn a_trusted_blob_on_disk_is_sent_from_its_open_file_byte_for_byte() {
     let big = incompressible(4, 600_000);
     origin.route(
         "/big.bin",
-        Route::ok(big.clone())
-            .header("content-type", "application/octet-stream")
-            .header("cache-control", "max-age=600"),
+        Route::ok(big.clone()).header("content-type", "application/octet-stream"),
     );
-    origin.route(
-        "/small",
-        Route::ok("small").header("cache-control", "max-age=600"),
-    );
-    origin.route(
-        "/warm",
-        Route::ok("warm").header("cache-control", "max-age=600"),
-    );
+    for path in ["/small", "/warm"] {
+        origin.route(path, Route::ok(&path[1..]));
+    }
     // Above memory_object_max, so the body stays on disk.
     let edge = TestEdge::start_with(&origin, "memory_object_max = \"256KiB\"").await;
     for path in ["/big.bin", "/small", "/warm"] {
@@ -610,15 +592,7 @@ async fn a_trusted_blob_on_disk_is_sent_from_its_open_file_byte_for_byte() {
     assert_eq!(origin.hits(), 3, "every answer came from the cache");
 
     // A purge lets go of the file.
-    let purged = edge
-        .client
-        .post(edge.admin_url("/purge"))
-        .header("content-type", "application/json")
-        .body(r#"{"urls": ["http://127.0.0.1/big.bin"]}"#)
-        .send()
-        .await
-        .unwrap();
-    assert!(purged.status().is_success());
+    edge.purge_urls(&["http://127.0.0.1/big.bin"]).await;
     assert_eq!(edge.gauge("edge_open_blobs").await, 0);
 }
 

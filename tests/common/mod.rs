@@ -485,6 +485,21 @@ impl TestEdge {
         response.unwrap().text().await.unwrap()
     }
 
+    /// Purges `urls` through the admin API, which must accept it.
+    pub async fn purge_urls(&self, urls: &[&str]) {
+        let body = format!(r#"{{"urls": {urls:?}}}"#);
+        let response = self
+            .client
+            .post(self.admin_url("/purge"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "{}", response.text().await.unwrap());
+    }
+
     /// The value of the unlabelled metric `name` (e.g. `edge_open_blobs`) from the
     /// admin listener's metrics.
     pub async fn gauge(&self, name: &str) -> u64 {
