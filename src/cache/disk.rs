@@ -20,7 +20,7 @@ mod writer;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,12 @@ struct Shared {
     /// stamp then and when. Trusted for `verify_interval` while the stamp holds.
     verified: Mutex<HashMap<BlobHash, (FileStamp, Instant)>>,
     verify_interval: Duration,
+    /// Called on the writer thread with each key evicted for space, once the index
+    /// change is committed (see [`DiskTier::on_evict`]).
+    on_evict: OnceLock<EvictHook>,
 }
+
+type EvictHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Most verifications remembered; beyond it the record starts over.
 const MAX_VERIFIED: usize = 65_536;
@@ -131,6 +136,7 @@ impl DiskTier {
             last_warning: Mutex::new(None),
             verified: Mutex::default(),
             verify_interval: config.verify_interval,
+            on_evict: OnceLock::new(),
         });
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -279,6 +285,12 @@ impl DiskTier {
     /// Notes a hit on `key` for eviction order; applied in batches.
     pub fn touch(&self, key: &CacheKey) {
         self.shared.touch(key);
+    }
+
+    /// Has `hook` called with each key the tier evicts for space from now on (once: a
+    /// later hook is ignored), on the writer thread after the eviction is committed.
+    pub fn on_evict(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.shared.on_evict.set(Box::new(hook));
     }
 
     /// Waits until every change queued before the call is committed (or has failed).

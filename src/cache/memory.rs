@@ -198,6 +198,26 @@ impl MemoryTier {
         removed.is_some()
     }
 
+    /// Removes `key` if its entry satisfies `pred`; returns whether it did.
+    pub fn remove_if<Q>(&self, key: &Q, pred: impl FnOnce(&Entry) -> bool) -> bool
+    where
+        CacheKey: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let removed = {
+            let mut shard = self.shard(key).lock().expect("memory shard poisoned");
+            if !shard.lru.peek(key).is_some_and(|slot| pred(&slot.entry)) {
+                return false;
+            }
+            let removed = shard.lru.pop(key);
+            if let Some(old) = &removed {
+                shard.release(&old.entry);
+            }
+            removed
+        };
+        removed.is_some()
+    }
+
     /// Removes every entry whose key starts with `prefix`; returns their keys.
     pub fn remove_prefix(&self, prefix: &str) -> Vec<CacheKey> {
         let mut removed = Vec::new();

@@ -332,7 +332,7 @@ pub struct Cache {
 }
 
 struct Inner {
-    memory: MemoryTier,
+    memory: Arc<MemoryTier>,
     disk: Option<DiskTier>,
     vary: RwLock<HashMap<CacheKey, Arc<[String]>>>,
     flights: Flights,
@@ -380,9 +380,21 @@ impl Cache {
             .map(|(k, names)| (CacheKey::from_stored(k), names.into()))
             .collect();
         let purges = purge::PurgeState::load(disk.as_ref());
+        let memory = Arc::new(MemoryTier::new(config.memory, config.memory_object_max));
+        if let Some(disk) = &disk {
+            // An entry holding an evicted blob open lets it go, so that the blob's disk
+            // space is freed now rather than at the entry's next hit. (A weak handle:
+            // the writer thread must never drop the cache, whose drop joins it.)
+            let memory = Arc::downgrade(&memory);
+            disk.on_evict(move |key| {
+                if let Some(memory) = memory.upgrade() {
+                    memory.remove_if(key, |entry| entry.blobs.is_some());
+                }
+            });
+        }
         Cache {
             inner: Arc::new(Inner {
-                memory: MemoryTier::new(config.memory, config.memory_object_max),
+                memory,
                 disk,
                 vary: RwLock::new(vary),
                 flights: Flights::default(),

@@ -565,6 +565,33 @@ async fn a_held_blob_whose_file_is_unlinked_is_let_go() {
 }
 
 #[tokio::test]
+async fn a_blob_evicted_for_space_is_let_go_by_the_entry_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&CacheConfig {
+        disk: 700_000,
+        ..config(dir.path())
+    });
+    let body = |n: u32| -> Vec<u8> { (0..300_000u32).map(|i| ((i + n) % 233) as u8).collect() };
+    let held = body(0);
+    drop(trusted_disk_hit(&cache, "/a", &held).await);
+    assert_eq!(cache.sealer().blobs(), 1);
+    cache.flush().await; // its hits' recency
+
+    // Two more objects: /a, the least recently used, is evicted from disk, and the
+    // memory tier lets go of its open file at once, so its disk space is freed.
+    stored(&cache, "/b", &body(1)).await;
+    stored(&cache, "/c", &body(2)).await;
+    assert_eq!(cache.disk_evictions(), 1);
+    assert!(!blob_path(dir.path(), &held).exists());
+    assert!(cache.memory().peek(&key("/a")).is_none());
+    assert_eq!(cache.sealer().blobs(), 0);
+    assert!(matches!(
+        cache.lookup(&key("/a"), SystemTime::now()).await,
+        Lookup::Miss
+    ));
+}
+
+#[tokio::test]
 async fn open_blobs_bounds_the_held_files_and_zero_holds_none() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(&CacheConfig {

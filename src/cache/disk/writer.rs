@@ -166,16 +166,16 @@ fn write_batch(shared: &Shared, batch: &[Op]) {
     }
 
     // 2. The index, in one transaction.
-    let committed = (|| -> Result<(Finished, u64), redb::Error> {
+    let committed = (|| -> Result<(Finished, Vec<String>), redb::Error> {
         let mut txn = shared.db.begin_write()?;
         // Recovery after a crash then reads the saved allocator state instead of walking
         // the whole index, so a restart is warm at once.
         txn.set_quick_repair(true);
-        let mut evicted = 0;
+        let mut evicted = Vec::new();
         let finished = {
             let mut ix = IndexWriter::open(&txn)?;
             for (op, stored) in batch.iter().zip(&stored) {
-                evicted += apply_op(shared, &mut ix, op, *stored)?;
+                apply_op(shared, &mut ix, op, *stored, &mut evicted)?;
             }
             for key in &touches {
                 ix.touch(key)?;
@@ -198,7 +198,12 @@ fn write_batch(shared: &Shared, batch: &[Op]) {
                 .blob_bytes
                 .store(finished.counters.blob_bytes, Ordering::Relaxed);
             shared.entries.store(finished.entries, Ordering::Relaxed);
-            shared.evictions.fetch_add(evicted, Ordering::Relaxed);
+            shared
+                .evictions
+                .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+            if let Some(hook) = shared.on_evict.get() {
+                evicted.iter().for_each(|key| hook(key));
+            }
         }
         Err(e) => {
             shared.storage_error("committing the disk index; this batch is not stored", &e);
@@ -261,24 +266,26 @@ fn remove_if_corrupt(shared: &Shared, hash: &BlobHash) {
     }
 }
 
-/// Applies one operation to the index; returns how many entries it evicted.
+/// Applies one operation to the index, adding the keys it evicted for space to
+/// `evicted`.
 fn apply_op(
     shared: &Shared,
     ix: &mut IndexWriter<'_>,
     op: &Op,
     stored: bool,
-) -> Result<u64, redb::Error> {
+    evicted: &mut Vec<String>,
+) -> Result<(), redb::Error> {
     match op {
         Op::Store { entry, .. } => {
             let key = entry.key.as_str();
             if !stored || entry.meta.generation < ix.counters.generation {
                 // Never leave an older version behind the one that was not stored.
                 ix.remove(key)?;
-                return Ok(0);
+                return Ok(());
             }
             let incoming = ix.put(key, &entry.meta)?;
             match ix.evict_to(shared.budget, key, incoming)? {
-                Admission::Admit(victims) => return Ok(victims.len() as u64),
+                Admission::Admit(victims) => evicted.extend(victims),
                 Admission::Reject => {
                     shared.skipped.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(target: "edge::disk", key, "does not fit the disk budget; not stored");
@@ -318,7 +325,7 @@ fn apply_op(
         Op::RemoveVary(primary) => ix.remove_vary(primary.as_str())?,
         Op::Flush(_) => {}
     }
-    Ok(0)
+    Ok(())
 }
 
 /// Removes blob files that no entry references and that predate this process (left by a
