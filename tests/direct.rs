@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Route, TestEdge, TestOrigin, cache_status, incompressible};
+use common::{Route, TestEdge, TestOrigin, blob_of, cache_status, incompressible};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -539,7 +539,8 @@ async fn a_trusted_blob_on_disk_is_sent_from_its_open_file_byte_for_byte() {
         origin.route(path, Route::ok(&path[1..]));
     }
     // Above memory_object_max, so the body stays on disk.
-    let edge = TestEdge::start_with(&origin, "memory_object_max = \"256KiB\"").await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = TestEdge::start_in(&origin, dir.path(), "memory_object_max = \"256KiB\"").await;
     for path in ["/big.bin", "/small", "/warm"] {
         edge.get(path).await.bytes().await.unwrap();
     }
@@ -565,6 +566,24 @@ async fn a_trusted_blob_on_disk_is_sent_from_its_open_file_byte_for_byte() {
     assert!(by_hyper.body == big, "hyper's body differs");
     assert_eq!(direct, by_hyper);
     assert_ne!(direct.names, by_hyper.names, "the direct path answered");
+
+    // Its pages dropped from the page cache but the first and last (so the direct
+    // path still takes it, as after a client's range requests at both ends):
+    // `sendfile` reads the pages between from the disk, and every byte arrives.
+    let blob = std::fs::File::open(blob_of(dir.path(), &big)).unwrap();
+    rustix::fs::fadvise(&blob, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    for at in [0, big.len() as u64 - 1] {
+        std::os::unix::fs::FileExt::read_exact_at(&blob, &mut [0], at).unwrap();
+    }
+    let (mut reader, mut writer) = connect(&edge).await;
+    writer
+        .write_all(get("/big.bin", "").as_bytes())
+        .await
+        .unwrap();
+    let cold = read_answer(&mut reader, false).await;
+    assert!(cold.body == big, "the body read in differs");
+    assert_eq!(cold.names, direct.names, "the direct path answered");
+
     let (direct, by_hyper) = both_ways(
         &edge,
         "HEAD /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",

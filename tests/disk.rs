@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Route, TestEdge, TestOrigin, cache_status, incompressible};
+use common::{Route, TestEdge, TestOrigin, blob_of, cache_status, incompressible};
 use reqwest::header::HeaderMap;
 
 /// A route that is stored for an hour and never gets compressed variants.
@@ -278,15 +278,6 @@ fn blob_files(cache_dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn blob_of(cache_dir: &Path, body: &[u8]) -> PathBuf {
-    let hex = blake3::hash(body).to_hex().to_string();
-    cache_dir
-        .join("blobs")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(hex)
 }
 
 #[tokio::test]

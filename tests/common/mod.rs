@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -550,4 +551,14 @@ pub fn incompressible(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Where the disk tier under `cache_dir` keeps the blob of `body`.
+pub fn blob_of(cache_dir: &Path, body: &[u8]) -> PathBuf {
+    let hex = blake3::hash(body).to_hex().to_string();
+    cache_dir
+        .join("blobs")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(hex)
 }

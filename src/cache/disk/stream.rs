@@ -122,10 +122,7 @@ impl DiskBody {
     /// (`sendfile` on a worker thread) is unlikely to wait for the disk. Not a
     /// promise for the pages between: the kernel can evict them meanwhile.
     pub fn resident(&self) -> bool {
-        let mut byte = [0; 1];
-        self.len > 0
-            && cached_prefix(&self.file, &mut byte, 0) == 1
-            && cached_prefix(&self.file, &mut byte, self.len - 1) == 1
+        self.len > 0 && page_cached(&self.file, 0) && page_cached(&self.file, self.len - 1)
     }
 
     /// The bytes of `segments` in order: literal bytes, and byte ranges of the blob that
@@ -347,6 +344,12 @@ impl Drop for Chunk {
             pool.push(buf);
         }
     }
+}
+
+/// Whether the byte of `file` at `pos` is in the page cache, so that reading or sending
+/// its page would not wait for the disk.
+fn page_cached(file: &File, pos: u64) -> bool {
+    cached_prefix(file, &mut [0; 1], pos) == 1
 }
 
 /// Reads into `buf` from `pos` as much as the page cache holds without waiting for the
