@@ -83,14 +83,19 @@ fn get(path: &str, fields: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{fields}\r\n")
 }
 
+/// The answer to `request`, sent alone on a fresh connection.
+async fn ask(edge: &TestEdge, request: &str, head: bool) -> Answer {
+    let (mut reader, mut writer) = connect(edge).await;
+    writer.write_all(request.as_bytes()).await.unwrap();
+    read_answer(&mut reader, head).await
+}
+
 /// `request` answered on a fresh connection (the direct path, for a hit) and on one
 /// that a first request handed to hyper (`If-Match: *` is true of any stored
 /// response, and the direct path leaves preconditions other than `If-None-Match` to
 /// hyper).
 async fn both_ways(edge: &TestEdge, request: &str, head: bool) -> (Answer, Answer) {
-    let (mut reader, mut writer) = connect(edge).await;
-    writer.write_all(request.as_bytes()).await.unwrap();
-    let direct = read_answer(&mut reader, head).await;
+    let direct = ask(edge, request, head).await;
 
     let (mut reader, mut writer) = connect(edge).await;
     let to_hyper = get("/warm", "If-Match: *\r\n");
@@ -575,12 +580,7 @@ async fn a_trusted_blob_on_disk_is_sent_from_its_open_file_byte_for_byte() {
     for at in [0, big.len() as u64 - 1] {
         std::os::unix::fs::FileExt::read_exact_at(&blob, &mut [0], at).unwrap();
     }
-    let (mut reader, mut writer) = connect(&edge).await;
-    writer
-        .write_all(get("/big.bin", "").as_bytes())
-        .await
-        .unwrap();
-    let cold = read_answer(&mut reader, false).await;
+    let cold = ask(&edge, &get("/big.bin", ""), false).await;
     assert!(cold.body == big, "the body read in differs");
     assert_eq!(cold.names, direct.names, "the direct path answered");
 
@@ -648,17 +648,8 @@ async fn requests_the_direct_path_leaves_are_answered_by_hyper_as_before() {
     let _ = tokio::time::timeout(Duration::from_secs(5), reader.read_to_string(&mut out)).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
 
-    let (mut reader, mut writer) = connect(&edge).await;
-    writer
-        .write_all(b"GET /warm HTTP/1.1\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(
-        read_answer(&mut reader, false)
-            .await
-            .status
-            .contains(" 400 ")
-    );
+    let no_host = ask(&edge, "GET /warm HTTP/1.1\r\n\r\n", false).await;
+    assert!(no_host.status.contains(" 400 "));
 
     let (mut reader, mut writer) = connect(&edge).await;
     writer
@@ -677,12 +668,7 @@ async fn requests_the_direct_path_leaves_are_answered_by_hyper_as_before() {
 async fn a_site_that_honours_cache_control_reads_it_on_every_connection() {
     let (origin, edge) = honouring_edge().await;
     assert_eq!(origin.hits(), 1);
-    let (mut reader, mut writer) = connect(&edge).await;
-    writer
-        .write_all(get("/page", "Cache-Control: no-cache\r\n").as_bytes())
-        .await
-        .unwrap();
-    let answer = read_answer(&mut reader, false).await;
+    let answer = ask(&edge, &get("/page", "Cache-Control: no-cache\r\n"), false).await;
     let status = answer.field("cache-status").unwrap();
     assert!(status.contains("fwd=request"), "{status}");
     assert_eq!(origin.hits(), 2, "no-cache revalidated at the origin");
