@@ -725,25 +725,34 @@ impl Drop for Unmount {
     }
 }
 
-#[tokio::test]
-async fn full_disk_keeps_serving_and_stores_nothing_partial() {
+/// A tmpfs of `size` (as mount's `size=`) mounted for test `test`, unmounted when the
+/// guard drops; `None` where it cannot be mounted (it needs root; CI runs as root),
+/// after printing that the test is skipped.
+fn small_filesystem(size: &str, test: &str) -> Option<(tempfile::TempDir, PathBuf, Unmount)> {
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
-    // A 4 MiB filesystem: mounting needs root (CI runs as root); skip where impossible.
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(&small)
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!(
-            "SKIPPED full_disk_keeps_serving_and_stores_nothing_partial: cannot mount a tmpfs here (needs root)"
-        );
-        return;
+        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root)");
+        return None;
     }
-    let _unmount = Unmount(small.clone());
+    let unmount = Unmount(small.clone());
+    Some((dir, small, unmount))
+}
+
+#[tokio::test]
+async fn full_disk_keeps_serving_and_stores_nothing_partial() {
+    let Some((_dir, small, _unmount)) =
+        small_filesystem("4m", "full_disk_keeps_serving_and_stores_nothing_partial")
+    else {
+        return;
+    };
     let cache_dir = small.join("cache");
 
     let origin = TestOrigin::start().await;
@@ -799,30 +808,14 @@ async fn full_disk_keeps_serving_and_stores_nothing_partial() {
 
 #[tokio::test]
 async fn on_a_full_disk_copies_for_sendfile_are_memory_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&small)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!(
-            "SKIPPED on_a_full_disk_copies_for_sendfile_are_memory_files: cannot mount a tmpfs here (needs root)"
-        );
+    let Some((_dir, small, _unmount)) =
+        small_filesystem("2m", "on_a_full_disk_copies_for_sendfile_are_memory_files")
+    else {
         return;
-    }
-    let _unmount = Unmount(small.clone());
+    };
     let origin = TestOrigin::start().await;
     let body = incompressible(77, 100_000);
-    origin.route(
-        "/big.bin",
-        Route::ok(body.clone())
-            .header("content-type", "application/octet-stream")
-            .header("cache-control", "max-age=600"),
-    );
+    origin.route("/big.bin", asset(&body));
     let cache_dir = small.join("cache");
     let edge = TestEdge::start_in(&origin, &cache_dir, "").await;
     assert!(edge.running.state.cache.has_disk());
