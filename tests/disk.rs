@@ -725,34 +725,25 @@ impl Drop for Unmount {
     }
 }
 
-/// A tmpfs of `size` (as mount's `size=`) mounted for test `test`, unmounted when the
-/// guard drops; `None` where it cannot be mounted (it needs root; CI runs as root),
-/// after printing that the test is skipped.
-fn small_filesystem(size: &str, test: &str) -> Option<(tempfile::TempDir, PathBuf, Unmount)> {
+#[tokio::test]
+async fn full_disk_keeps_serving_and_stores_nothing_partial() {
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
+    // A 4 MiB filesystem: mounting needs root (CI runs as root); skip where impossible.
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
         .arg(&small)
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root)");
-        return None;
-    }
-    let unmount = Unmount(small.clone());
-    Some((dir, small, unmount))
-}
-
-#[tokio::test]
-async fn full_disk_keeps_serving_and_stores_nothing_partial() {
-    let Some((_dir, small, _unmount)) =
-        small_filesystem("4m", "full_disk_keeps_serving_and_stores_nothing_partial")
-    else {
+        eprintln!(
+            "SKIPPED full_disk_keeps_serving_and_stores_nothing_partial: cannot mount a tmpfs here (needs root)"
+        );
         return;
-    };
+    }
+    let _unmount = Unmount(small.clone());
     let cache_dir = small.join("cache");
 
     let origin = TestOrigin::start().await;
@@ -808,14 +799,30 @@ async fn full_disk_keeps_serving_and_stores_nothing_partial() {
 
 #[tokio::test]
 async fn on_a_full_disk_copies_for_sendfile_are_memory_files() {
-    let Some((_dir, small, _unmount)) =
-        small_filesystem("2m", "on_a_full_disk_copies_for_sendfile_are_memory_files")
-    else {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "SKIPPED on_a_full_disk_copies_for_sendfile_are_memory_files: cannot mount a tmpfs here (needs root)"
+        );
         return;
-    };
+    }
+    let _unmount = Unmount(small.clone());
     let origin = TestOrigin::start().await;
     let body = incompressible(77, 100_000);
-    origin.route("/big.bin", asset(&body));
+    origin.route(
+        "/big.bin",
+        Route::ok(body.clone())
+            .header("content-type", "application/octet-stream")
+            .header("cache-control", "max-age=600"),
+    );
     let cache_dir = small.join("cache");
     let edge = TestEdge::start_in(&origin, &cache_dir, "").await;
     assert!(edge.running.state.cache.has_disk());
