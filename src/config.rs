@@ -132,7 +132,7 @@ pub struct CacheConfig {
     /// without hashing again, while its file is unchanged (same device, inode, length,
     /// mtime and ctime); zero hashes every read.
     pub verify_interval: Duration,
-    /// Most bytes of copies of bodies in files, sent with `sendfile` on plain HTTP/1.1
+    /// Most bytes of sealed copies of bodies, sent with `sendfile` on plain HTTP/1.1
     /// hits (see [`crate::cache::sealed`]); zero turns them off.
     pub sendfile_memory: u64,
     /// Most blob files of the disk tier held open by memory-tier entries, so that

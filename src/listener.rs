@@ -127,7 +127,7 @@ pub struct DirectBody {
 
 /// A body's bytes in a file, whole from its start.
 pub enum BodyFile {
-    /// A memory body's copy in a file ([`crate::cache::sealed`]); the bytes are in memory
+    /// A memory body's sealed copy ([`crate::cache::sealed`]); the bytes are in memory
     /// too.
     Sealed(Arc<crate::cache::sealed::SealedBody>),
     /// A blob of the disk tier, of this many bytes: the only place they are, so it is
@@ -899,7 +899,7 @@ impl<S: SendFile + Unpin> SendFile for HeadTimeout<S> {
 }
 
 /// A client stream that can send bytes of a file itself (`sendfile`), as plain TCP
-/// can: the direct path sends large bodies from their copies in files this way
+/// can: the direct path sends large bodies from their sealed copies this way
 /// ([`crate::cache::sealed`]).
 pub(crate) trait SendFile {
     /// Whether it can; the other methods are called only if it can.

@@ -462,7 +462,7 @@ impl Collector for CacheCollector {
         let sealed = ConstGauge::new(self.cache.sealer().used() as i64);
         sealed.encode(encoder.encode_descriptor(
             "sendfile_bytes",
-            "Bytes of body copies in files that plain HTTP/1.1 hits send with sendfile \
+            "Bytes of sealed body copies that plain HTTP/1.1 hits send with sendfile \
              (cache.sendfile_memory bounds them)",
             None,
             sealed.metric_type(),

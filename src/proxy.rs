@@ -163,14 +163,13 @@ fn answer_direct(
     if request.head {
         return Some(DirectBody::default());
     }
-    // Plain TCP can `sendfile` a large body from its copy (see `cache::sealed`) while
-    // the copy's pages are cached; TLS encrypts from memory.
+    // Plain TCP can `sendfile` a large body from its sealed copy (see
+    // `cache::sealed`); TLS encrypts from memory.
     let file = match (answer.disk, scheme) {
         (Some(disk), _) => Some(BodyFile::Blob(disk.file().clone(), disk.len())),
         (None, Scheme::Http) if !answer.body.is_empty() => hit
             .entry
             .sealed_body(answer.index, state.cache.sealer())
-            .filter(|copy| copy.ready(now))
             .cloned()
             .map(BodyFile::Sealed),
         (None, _) => None,

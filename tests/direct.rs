@@ -7,9 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    Route, TestEdge, TestOrigin, blob_of, cache_status, incompressible, unnamed_copies_in,
-};
+use common::{Route, TestEdge, TestOrigin, blob_of, cache_status, incompressible};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -532,90 +530,6 @@ async fn without_sendfile_memory_large_hits_are_written_from_memory() {
     let (direct, by_hyper) = both_ways(&edge, &get("/big.bin", ""), false).await;
     assert!(direct.body == big && by_hyper.body == big);
     assert_eq!(edge.gauge("edge_sendfile_bytes").await, 0);
-}
-
-/// Whether the byte of `file` at `pos` is in the page cache.
-fn cached(file: &std::fs::File, pos: u64) -> bool {
-    let mut byte = [0];
-    let mut bufs = [std::io::IoSliceMut::new(&mut byte)];
-    rustix::io::preadv2(file, &mut bufs, pos, rustix::io::ReadWriteFlags::NOWAIT) == Ok(1)
-}
-
-#[tokio::test]
-async fn copies_are_unnamed_files_in_the_cache_directory_and_survive_eviction() {
-    let origin = TestOrigin::start().await;
-    let big = incompressible(5, 200_000);
-    origin.route(
-        "/big.bin",
-        Route::ok(big.clone())
-            .header("content-type", "application/octet-stream")
-            .header("cache-control", "max-age=600"),
-    );
-    let edge = TestEdge::start(&origin).await;
-    edge.get("/big.bin").await.bytes().await.unwrap();
-    assert!(ask(&edge, &get("/big.bin", ""), false).await.body == big);
-    assert_eq!(edge.gauge("edge_sendfile_bytes").await, 200_704);
-    let copies = unnamed_copies_in(edge.dir.path());
-    if copies.is_empty() {
-        eprintln!("SKIPPED: no O_TMPFILE in this file system; copies are memory files");
-        return;
-    }
-    assert_eq!(copies.len(), 1, "{copies:?}");
-    let copy = std::fs::File::open(&copies[0]).unwrap();
-    assert_eq!(copy.metadata().unwrap().len(), big.len() as u64);
-
-    // Written out and dropped from the page cache, as memory pressure would: the next
-    // hit, a second later, finds it evicted and is written from memory, and asks for
-    // the pages back.
-    copy.sync_data().unwrap();
-    rustix::fs::fadvise(&copy, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    if cached(&copy, 0) {
-        eprintln!("SKIPPED: this file system keeps its pages (tmpfs)");
-        return;
-    }
-    edge.advance(1);
-    assert!(ask(&edge, &get("/big.bin", ""), false).await.body == big);
-    let mut back = false;
-    for _ in 0..500 {
-        back = cached(&copy, 0) && cached(&copy, big.len() as u64 - 1);
-        if back {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(back, "the copy's pages were read back");
-    edge.advance(1);
-    // Sent from the copy again, pipelined, byte for byte.
-    let (mut reader, mut writer) = connect(&edge).await;
-    let all = [get("/big.bin", ""), get("/big.bin", "")].concat();
-    writer.write_all(all.as_bytes()).await.unwrap();
-    assert!(read_answer(&mut reader, false).await.body == big);
-    assert!(read_answer(&mut reader, false).await.body == big);
-    assert_eq!(origin.hits(), 1);
-
-    // A purge closes the copy; its file is gone with it.
-    drop(copy);
-    edge.purge_urls(&["http://127.0.0.1/big.bin"]).await;
-    assert_eq!(edge.gauge("edge_sendfile_bytes").await, 0);
-    assert!(unnamed_copies_in(edge.dir.path()).is_empty());
-}
-
-#[tokio::test]
-async fn without_a_disk_tier_copies_are_memory_files() {
-    let origin = TestOrigin::start().await;
-    let big = incompressible(6, 100_000);
-    origin.route(
-        "/big.bin",
-        Route::ok(big.clone())
-            .header("content-type", "application/octet-stream")
-            .header("cache-control", "max-age=600"),
-    );
-    let edge = TestEdge::start_with(&origin, "disk = \"0B\"").await;
-    edge.get("/big.bin").await.bytes().await.unwrap();
-    let (direct, by_hyper) = both_ways(&edge, &get("/big.bin", ""), false).await;
-    assert!(direct.body == big && by_hyper.body == big);
-    assert_eq!(edge.gauge("edge_sendfile_bytes").await, 102_400);
-    assert!(unnamed_copies_in(edge.dir.path()).is_empty());
 }
 
 #[tokio::test]

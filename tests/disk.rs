@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{
-    Route, TestEdge, TestOrigin, blob_of, cache_status, incompressible, unnamed_copies_in,
-};
+use common::{Route, TestEdge, TestOrigin, blob_of, cache_status, incompressible};
 use reqwest::header::HeaderMap;
 
 /// A route that is stored for an hour and never gets compressed variants.
@@ -795,52 +793,4 @@ async fn full_disk_keeps_serving_and_stores_nothing_partial() {
             "no partial blob"
         );
     }
-}
-
-#[tokio::test]
-async fn on_a_full_disk_copies_for_sendfile_are_memory_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&small)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!(
-            "SKIPPED on_a_full_disk_copies_for_sendfile_are_memory_files: cannot mount a tmpfs here (needs root)"
-        );
-        return;
-    }
-    let _unmount = Unmount(small.clone());
-    let origin = TestOrigin::start().await;
-    let body = incompressible(77, 100_000);
-    origin.route(
-        "/big.bin",
-        Route::ok(body.clone())
-            .header("content-type", "application/octet-stream")
-            .header("cache-control", "max-age=600"),
-    );
-    let cache_dir = small.join("cache");
-    let edge = TestEdge::start_in(&origin, &cache_dir, "").await;
-    assert!(edge.running.state.cache.has_disk());
-    let r = edge.get("/big.bin").await;
-    assert!(r.bytes().await.unwrap() == body[..]);
-    edge.running.state.cache.flush().await;
-    // The rest of the filesystem taken by another file.
-    let mut filler = std::fs::File::create(small.join("filler")).unwrap();
-    let chunk = vec![0u8; 64 << 10];
-    while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
-    // The next hits (plain HTTP/1.1, the direct path) copy the body for sendfile: not
-    // into the full directory but into a memory file, and every byte arrives.
-    for _ in 0..3 {
-        let r = edge.get("/big.bin").await;
-        assert!(cache_status(&r).contains("hit"), "{r:?}");
-        assert!(r.bytes().await.unwrap() == body[..]);
-    }
-    assert_eq!(edge.gauge("edge_sendfile_bytes").await, 102_400);
-    assert!(unnamed_copies_in(&cache_dir).is_empty());
-    assert_eq!(origin.hits(), 1);
 }

@@ -35,7 +35,6 @@ use self::blob::{Fault, FileStamp, Layout};
 use self::index::Indexed;
 use self::overlay::{Overlay, Pending};
 pub use self::stream::DiskBody;
-pub(crate) use self::stream::page_cached;
 use self::writer::{Discard, Op};
 
 /// What the index held at start-up.

@@ -52,7 +52,7 @@ pub struct Entry {
 struct Held {
     body: Body,
     block: HeaderBlock,
-    /// Its body's copy in a file, once a hit asked for one and the budget had room (see
+    /// Its body's sealed copy, once a hit asked for one and the budget had room (see
     /// [`sealed`]).
     sealed: std::sync::OnceLock<Arc<SealedBody>>,
     /// Whether making the copy failed (it is not tried again for this entry).
@@ -176,7 +176,7 @@ impl Entry {
         self.reps.iter().map(|held| &held.body)
     }
 
-    /// The copy in a file of representation `index`'s body, to send with `sendfile`: made
+    /// The sealed copy of representation `index`'s body, to send with `sendfile`: made
     /// on the first call that finds room for it in `sealer`'s budget, and kept with
     /// the entry. `None` for a body on disk or too short, while the budget is full, or
     /// when the copy could not be made (then never for this entry).
@@ -392,7 +392,6 @@ impl Cache {
                 }
             });
         }
-        let copies_dir = disk.is_some().then_some(config.dir.as_path());
         Cache {
             inner: Arc::new(Inner {
                 memory,
@@ -404,9 +403,7 @@ impl Cache {
                 all_stamp: AtomicU64::new(0),
                 hasher: Default::default(),
                 purges,
-                // Copies go to the disk tier's file system, whose page cache the kernel
-                // splices cheaper than a memory file's (see `sealed`).
-                sealer: Sealer::new(config.sendfile_memory, config.open_blobs, copies_dir),
+                sealer: Sealer::new(config.sendfile_memory, config.open_blobs),
             }),
         }
     }

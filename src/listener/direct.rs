@@ -3,7 +3,7 @@
 //! CDN node, and the whole of it is a lookup and one write of a header block built when
 //! the entry was first served ([`crate::respond::respond_wire`]); hyper's request and
 //! response maps, its dispatcher and its encoder cost more than that. A body is written
-//! from memory, or sent with `sendfile` on plain TCP from its copy in a file or, for a large
+//! from memory, or sent with `sendfile` on plain TCP from its sealed copy or, for a large
 //! object the memory tier holds only open, from its disk blob ([`super::BodyFile`]).
 //!
 //! The path takes only requests it can read without doubt: `GET` or `HEAD`, HTTP/1.1 (or
@@ -378,7 +378,7 @@ async fn write_file<S: SendFile + Unpin>(
         })
         .await?;
         if sent == 0 {
-            // A copy never shrinks (edge never writes it); a file that did must not
+            // A sealed file cannot shrink; a blob that did (truncated under us) must not
             // pass for whole: the connection ends short of its Content-Length.
             return Err(io::ErrorKind::WriteZero.into());
         }

@@ -562,19 +562,3 @@ pub fn blob_of(cache_dir: &Path, body: &[u8]) -> PathBuf {
         .join(&hex[2..4])
         .join(hex)
 }
-
-/// The copies for `sendfile` this process holds open in `dir`: unnamed files
-/// (`O_TMPFILE`), as `/proc/self/fd` paths that open the same file.
-pub fn unnamed_copies_in(dir: &Path) -> Vec<PathBuf> {
-    let dir = dir.canonicalize().unwrap();
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|fd| {
-            let fd = fd.ok()?.path();
-            let target = std::fs::read_link(&fd).ok()?;
-            let name = target.file_name()?.to_str()?;
-            (target.starts_with(&dir) && name.starts_with('#') && name.ends_with(" (deleted)"))
-                .then_some(fd)
-        })
-        .collect()
-}

@@ -24,7 +24,6 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -349,19 +348,19 @@ impl Drop for Chunk {
 
 /// Whether the byte of `file` at `pos` is in the page cache, so that reading or sending
 /// its page would not wait for the disk.
-pub(crate) fn page_cached(file: impl AsFd, pos: u64) -> bool {
+fn page_cached(file: &File, pos: u64) -> bool {
     cached_prefix(file, &mut [0; 1], pos) == 1
 }
 
 /// Reads into `buf` from `pos` as much as the page cache holds without waiting for the
 /// disk; returns how many bytes were read (0 when none were cached, at the end of the
 /// file, or where the kernel or file system cannot promise not to wait).
-fn cached_prefix(file: impl AsFd, buf: &mut [u8], pos: u64) -> usize {
+fn cached_prefix(file: &File, buf: &mut [u8], pos: u64) -> usize {
     let mut filled = 0;
     while filled < buf.len() {
         let mut slices = [io::IoSliceMut::new(&mut buf[filled..])];
         match rustix::io::preadv2(
-            &file,
+            file,
             &mut slices,
             pos + filled as u64,
             rustix::io::ReadWriteFlags::NOWAIT,
