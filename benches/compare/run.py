@@ -3,8 +3,10 @@
 
 Generates an asset set, starts an origin (nginx serving the files) and, in front of it,
 edge, nginx proxy_cache and Varnish, plus the hyper "ceiling" (examples/ceiling.rs)
-serving the same bytes from memory. Warms every cache, then runs wrk in interleaved
-rounds (edge, nginx, varnish, ceiling, edge, nginx, ...) for each test, with each
+serving the same bytes from memory and "replay" (examples/replay.rs) writing edge's own
+answers and doing nothing else: the most this client can measure. Warms every cache,
+then runs wrk in interleaved rounds (edge, nginx, varnish, ceiling, replay, edge, ...)
+for each test, with each
 server pinned to CPU 0 and wrk to CPU 1 when the machine has two cores. Prints a table
 of medians (req/s, p50, p99, server CPU µs per request, bytes per response) with edge's
 ratio to each peer, and writes everything to target/compare/results.json.
@@ -47,6 +49,7 @@ SERVERS = {
     "nginx": "nginx proxy_cache (1 worker)",
     "varnish": "Varnish (malloc storage, 1 thread pool)",
     "ceiling": "bare hyper from memory (examples/ceiling.rs)",
+    "replay": "edge's own answers replayed, no other work (examples/replay.rs): the client's limit",
 }
 
 # name → path, request headers, what it checks, the issue's target for edge
@@ -179,9 +182,9 @@ def fetch(port: int, path: str, headers: dict | None = None) -> tuple[int, dict,
         conn.close()
 
 
-def wire_bytes(port: int, path: str, headers: dict) -> int:
-    """The exact size of one response on the wire (status line, header block and body)
-    to the request wrk sends. wrk's own byte count also holds the partial responses in
+def wire_answer(port: int, path: str, headers: dict) -> bytes:
+    """One response exactly as sent on the wire (status line, header block and body) to
+    the request wrk sends. wrk's own byte count also holds the partial responses in
     flight when a run stops, which for large objects is far off."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {LOOPBACK}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
     with socket.create_connection((LOOPBACK, port), timeout=30) as s:
@@ -190,7 +193,7 @@ def wire_bytes(port: int, path: str, headers: dict) -> int:
         while b"\r\n\r\n" not in data:
             chunk = s.recv(65536)
             if not chunk:
-                return len(data)
+                return data
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
         fields = {}
@@ -204,13 +207,15 @@ def wire_bytes(port: int, path: str, headers: dict) -> int:
             length = int(fields[b"content-length"])
         else:
             raise SystemExit(f"127.0.0.1:{port}{path} answered without Content-Length; cannot size it")
+        body = [rest]
         received = len(rest)
         while received < length:
             chunk = s.recv(1 << 20)
             if not chunk:
-                break
+                raise SystemExit(f"127.0.0.1:{port}{path}: the connection closed {length - received} bytes short")
+            body.append(chunk)
             received += len(chunk)
-        return len(head) + 4 + length
+        return (head + b"\r\n\r\n" + b"".join(body))[: len(head) + 4 + length]
 
 
 def cpu_ticks(root_pid: int) -> int:
@@ -335,19 +340,20 @@ def binary(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
-def build(args) -> tuple[Path, Path]:
+def build(args) -> tuple[Path, Path, Path]:
     edge = Path(args.edge_bin) if args.edge_bin else REPO / "target/release/edge"
     ceiling = REPO / "target/release/examples/ceiling"
+    replay = REPO / "target/release/examples/replay"
     if not args.no_build:
-        log("building edge and the ceiling (release)")
-        cmd = ["cargo", "build", "--release", "--example", "ceiling"]
+        log("building edge, the ceiling and replay (release)")
+        cmd = ["cargo", "build", "--release", "--example", "ceiling", "--example", "replay"]
         if not args.edge_bin:
             cmd += ["--bin", "edge"]
         subprocess.run(cmd, cwd=REPO, check=True)
-    for b in (edge, ceiling):
+    for b in (edge, ceiling, replay):
         if not b.exists():
             raise SystemExit(f"{b} does not exist (build it, or drop --no-build)")
-    return edge, ceiling
+    return edge, ceiling, replay
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -390,7 +396,7 @@ def cache_word(headers: dict) -> str:
 
 
 def is_hit(server: str, headers: dict) -> bool:
-    if server == "ceiling":
+    if server in ("ceiling", "replay"):
         return True
     word = cache_word(headers).lower()
     return "hit" in word or word == "static"
@@ -422,7 +428,7 @@ def warm(server: str, port: int, test_name: str, test: dict, etags: dict) -> dic
         time.sleep(0.2)
     return {
         "status": status,
-        "wire_bytes": wire_bytes(port, path, headers_sent),
+        "wire_bytes": len(wire_answer(port, path, headers_sent)),
         "expected_status": test["expect_status"],
         "ok": status == test["expect_status"],
         "cache": cache_word(headers),
@@ -557,6 +563,24 @@ def targets(test: dict, medians: dict) -> list[dict]:
     return out
 
 
+def client_limit(test: dict, medians: dict) -> list[dict]:
+    """What each req/s target asks of the client: the req/s it means, against what
+    replay (edge's answers and no other work) reached in the same run."""
+    replay = medians.get("replay", {}).get("rps")
+    out = []
+    if not replay:
+        return out
+    for peer, want in test["targets"]:
+        if peer in medians and peer != "replay" and medians[peer]["rps"]:
+            needed = want * medians[peer]["rps"]
+            out.append({"target": f"req/s ≥ {want}× {peer}", "needs_rps": round(needed),
+                        "replay_rps": round(replay), "needs_of_replay": round(needed / replay, 3),
+                        "what": f"{want}× {peer} is {needed:,.0f} req/s: {needed / replay:.2f}× what "
+                                f"replay reached ({replay:,.0f}), "
+                                + ("beyond this client" if needed > replay else "within this client")})
+    return out
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -568,7 +592,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="seconds of wrk per server and test before round 1 (0: none)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: wrk has one core)")
-    p.add_argument("--servers", default="edge,nginx,varnish,ceiling", help="order within a round")
+    p.add_argument("--servers", default="edge,nginx,varnish,ceiling,replay", help="order within a round")
     p.add_argument("--tests", default=",".join(DEFAULT_TESTS), help=f"from {', '.join(TESTS)}")
     p.add_argument("--port-base", type=int, default=18080, help="origin port; the others follow it")
     p.add_argument("--nginx-js", choices=["static", "cache"], default="static",
@@ -588,6 +612,8 @@ def parse_args(argv=None):
     for s in args.servers:
         if s not in SERVERS:
             p.error(f"unknown server {s!r} (use {', '.join(SERVERS)})")
+    if "replay" in args.servers and "edge" not in args.servers:
+        p.error("replay answers with edge's own answers: it needs edge in --servers")
     for t in args.tests:
         if t not in TESTS:
             p.error(f"unknown test {t!r} (use {', '.join(TESTS)})")
@@ -609,7 +635,7 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     install_missing(not args.no_install)
-    edge_bin, ceiling_bin = build(args)
+    edge_bin, ceiling_bin, replay_bin = build(args)
 
     out_dir = Path(args.out).resolve().parent
     work = out_dir / "work"
@@ -627,7 +653,7 @@ def run(args) -> int:
     server_cpu = ["taskset", "-c", "0"] if pin else []
     side_cpu = ["taskset", "-c", "1"] if pin else []
 
-    ports = {name: args.port_base + i for i, name in enumerate(["origin", "edge", "nginx", "varnish", "ceiling"])}
+    ports = {name: args.port_base + i for i, name in enumerate(["origin", "edge", "nginx", "varnish", "ceiling", "replay"])}
     admin_ports = {"edge": args.port_base + 10, "varnish": args.port_base + 11}
     for name, port in [*ports.items(), *(("admin " + k, v) for k, v in admin_ports.items())]:
         if not port_free(port):
@@ -699,22 +725,48 @@ def run(args) -> int:
     # hit in the form the test asks for; then a short wrk run per server and test.
     etags: dict = {}
     probes: dict[str, dict] = {t: {} for t in args.tests}
-    for s in servers:
+    caches = [s for s in servers if s != "replay"]
+    for s in caches:
         for path in sizes:
             if not path.endswith(".gz"):
                 fetch(ports[s], path)
                 fetch(ports[s], path)
         for t in args.tests:
             probes[t][s] = warm(s, ports[s], t, TESTS[t], etags)
-    if args.warmup > 0:
-        log(f"warm-up: {args.warmup:g} s of wrk per server and test")
+
+    def warm_up(group: list[str]) -> None:
+        if args.warmup > 0:
+            log(f"warm-up: {args.warmup:g} s of wrk per test for {', '.join(group)}")
+            for t in args.tests:
+                for s in group:
+                    hdrs = test_headers(TESTS[t], etags.get((s, TESTS[t]["path"])))
+                    run_wrk(args, ports[s], TESTS[t]["path"], hdrs, args.warmup, pin, logs, f"warmup-{t}-{s}")
+            for t in args.tests:  # what each answers after warm-up (edge may have compressed by now)
+                for s in group:
+                    probes[t][s] = warm(s, ports[s], t, TESTS[t], etags)
+
+    warm_up(caches)
+    if "replay" in servers:
+        # edge's answers to wrk's requests, now that it is warm, replayed by a server that
+        # does nothing else: the most any server could show with this client.
+        answers = work / "replay"
+        answers.mkdir()
+        index = []
         for t in args.tests:
-            for s in servers:
-                hdrs = test_headers(TESTS[t], etags.get((s, TESTS[t]["path"])))
-                run_wrk(args, ports[s], TESTS[t]["path"], hdrs, args.warmup, pin, logs, f"warmup-{t}-{s}")
-        for t in args.tests:  # what each answers after warm-up (edge may have compressed by now)
-            for s in servers:
-                probes[t][s] = warm(s, ports[s], t, TESTS[t], etags)
+            path = TESTS[t]["path"]
+            etags[("replay", path)] = etags.get(("edge", path))
+            hdrs = test_headers(TESTS[t], etags.get(("edge", path)))
+            (answers / f"{t}.http").write_bytes(wire_answer(ports["edge"], path, hdrs))
+            inm = any(k.lower() == "if-none-match" for k in hdrs)
+            index.append(f"{path}\t{int(inm)}\t{t}.http\n")
+        (answers / "index").write_text("".join(index))
+        proc = start("replay", [*server_cpu, str(replay_bin), "--listen", f"{LOOPBACK}:{ports['replay']}",
+                                "--answers", str(answers)], logs / "replay.log")
+        wait_ready("replay", proc, ports["replay"], "/css/site.css", logs / "replay.log")
+        pids["replay"] = proc.pid
+        for t in args.tests:
+            probes[t]["replay"] = warm("replay", ports["replay"], t, TESTS[t], etags)
+        warm_up(["replay"])
 
     runs: dict[str, dict[str, list]] = {t: {s: [] for s in servers} for t in args.tests}
     total = args.rounds * len(args.tests) * len(servers)
@@ -780,10 +832,14 @@ def run(args) -> int:
             "answers": probes[t], "median": medians, "edge_ratio": ratios, "targets": met,
             "rounds": runs[t],
         }
+        limit = client_limit(TESTS[t], medians)
+        results["tests"][t]["client_limit"] = limit
         print(table(t, TESTS[t], medians, probes[t], servers))
         for m in met:
             print(f"    target {m['target']}: {m['measured']} — {'met' if m['met'] else 'NOT met'}"
                   + (" (smoke: not meaningful)" if args.smoke else ""))
+        for line in limit:
+            print(f"    {line['what']}")
         for s in servers:
             if not probes[t][s]["ok"] or medians[s]["errors"]:
                 all_ok = False

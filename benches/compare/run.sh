@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The side-by-side benchmark: edge, nginx proxy_cache, Varnish and a bare hyper server
-# on this machine. Installs nginx, varnish and wrk with apt-get when missing, builds
-# edge and the ceiling in release mode, then hands over to run.py (see --help).
+# The side-by-side benchmark: edge, nginx proxy_cache, Varnish, a bare hyper server and
+# a replay of edge's answers on this machine. Installs nginx, varnish and wrk with
+# apt-get when missing, builds edge, the ceiling and replay in release mode, then hands
+# over to run.py (see --help).
 #
 #   benches/compare/run.sh            # the measured run: 3 rounds x 10 s, 64 connections
 #   benches/compare/run.sh --smoke    # 1 round x 2 s: does the harness work end to end?
