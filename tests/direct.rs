@@ -1,9 +1,12 @@
 //! The listener's direct path (HTTP/1.1 memory hits answered without hyper; here plain), over
 //! real sockets: the same answer as hyper gives, byte for byte but for field order;
 //! pipelined requests answered in order across the hand-over to hyper; heads split
-//! across reads; and connections closed by a graceful shutdown.
+//! across reads; and connections closed by a graceful shutdown. `differential` asks
+//! generated requests both ways and compares the answers.
 
 mod common;
+#[path = "direct/differential.rs"]
+mod differential;
 
 use std::time::Duration;
 
@@ -13,7 +16,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
 /// One response read off a connection: status line, header lines (lower-cased names,
-/// sorted) and body; equal to another whatever the order of their fields.
+/// sorted) and body, and what followed it; equal to another whatever the order of
+/// their fields.
 #[derive(Debug)]
 struct Answer {
     status: String,
@@ -21,11 +25,15 @@ struct Answer {
     /// The field names in the order they were sent (the two paths order them apart).
     names: Vec<String>,
     body: Vec<u8>,
+    /// The bytes sent after the answer until the connection closed, once it was the
+    /// last ([`the_rest`]): none, unless more was sent than its head framed.
+    after: Vec<u8>,
 }
 
 impl PartialEq for Answer {
     fn eq(&self, other: &Self) -> bool {
-        (&self.status, &self.fields, &self.body) == (&other.status, &other.fields, &other.body)
+        let this = (&self.status, &self.fields, &self.body, &self.after);
+        this == (&other.status, &other.fields, &other.body, &other.after)
     }
 }
 
@@ -61,6 +69,7 @@ async fn read_answer(reader: &mut BufReader<OwnedReadHalf>, head_request: bool) 
         fields,
         names,
         body: Vec::new(),
+        after: Vec::new(),
     };
     let len: usize = match (head_request, answer.field("content-length")) {
         (false, Some(len)) if !answer.status.contains(" 304 ") => len.parse().unwrap(),
@@ -85,31 +94,75 @@ fn get(path: &str, fields: &str) -> String {
 
 /// The answer to `request`, sent alone on a fresh connection.
 async fn ask(edge: &TestEdge, request: &str, head: bool) -> Answer {
+    ask_after(edge, "", request, head).await
+}
+
+/// The answer to `request`, sent on a fresh connection right behind `before` (a GET,
+/// if not empty), in one write.
+async fn ask_after(edge: &TestEdge, before: &str, request: &str, head: bool) -> Answer {
     let (mut reader, mut writer) = connect(edge).await;
-    writer.write_all(request.as_bytes()).await.unwrap();
-    read_answer(&mut reader, head).await
+    writer
+        .write_all([before, request].concat().as_bytes())
+        .await
+        .unwrap();
+    if !before.is_empty() {
+        read_answer(&mut reader, false).await;
+    }
+    let mut answer = read_answer(&mut reader, head).await;
+    answer.after = the_rest(reader, writer).await;
+    answer
+}
+
+/// What the server sends after the answers read, until it closes the connection once
+/// the client has closed its side (or resets it: what came before the reset).
+async fn the_rest(
+    mut reader: BufReader<OwnedReadHalf>,
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+) -> Vec<u8> {
+    // The server may have closed first (HTTP/1.0, an error): then this may fail.
+    let _ = writer.shutdown().await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest));
+    assert!(
+        read.await.is_ok(),
+        "not closed after the client closed its side"
+    );
+    rest
 }
 
 /// `request` answered on a fresh connection (the direct path, for a hit) and on one
 /// that a first request handed to hyper (`If-Match: *` is true of any stored
 /// response, and the direct path leaves preconditions other than `If-None-Match` to
-/// hyper).
+/// hyper), each with what followed it ([`Answer::after`]).
 ///
 /// Asked again, up to twice, when the clock moved between the two: `Age` (and the
 /// `ttl` in `Cache-Status`) count whole seconds since the entry was stored, and
 /// `Date` whole seconds of the wall clock, so two answers a millisecond apart can
 /// straddle either boundary (and did, in CI).
 async fn both_ways(edge: &TestEdge, request: &str, head: bool) -> (Answer, Answer) {
+    both_ways_after(edge, "", request, head).await
+}
+
+/// [`both_ways`], with the fresh connection's `request` sent right behind `before` (a
+/// GET, if not empty: a hit, so that the direct path reads `request` from what is left
+/// of its first read).
+async fn both_ways_after(
+    edge: &TestEdge,
+    before: &str,
+    request: &str,
+    head: bool,
+) -> (Answer, Answer) {
     let mut tries = 0;
     loop {
-        let direct = ask(edge, request, head).await;
+        let direct = ask_after(edge, before, request, head).await;
 
         let (mut reader, mut writer) = connect(edge).await;
         let to_hyper = get("/warm", "If-Match: *\r\n");
         writer.write_all(to_hyper.as_bytes()).await.unwrap();
         read_answer(&mut reader, false).await;
         writer.write_all(request.as_bytes()).await.unwrap();
-        let by_hyper = read_answer(&mut reader, head).await;
+        let mut by_hyper = read_answer(&mut reader, head).await;
+        by_hyper.after = the_rest(reader, writer).await;
 
         tries += 1;
         let ticked = ["age", "date"]
