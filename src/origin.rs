@@ -311,10 +311,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Request fields a client may not pass to the origin: they would rewrite the URL or
-/// method the origin sees behind the cache key's back.
-const UNSAFE_REQUEST_HEADERS: [&str; 6] = [
+/// Request fields a client may not pass to the origin: they would rewrite the URL,
+/// host, scheme or method the origin sees behind the cache key's back, so that one
+/// client's request could store an answer (links, redirects to another host or
+/// scheme) that every other client then gets. `Forwarded` (RFC 7239) carries `host=`
+/// and `proto=`; edge states the scheme in its own `X-Forwarded-Proto` and the
+/// client's address in `X-Forwarded-For`.
+const UNSAFE_REQUEST_HEADERS: [&str; 13] = [
+    "forwarded",
     "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-prefix",
+    "x-host",
     "x-original-url",
     "x-rewrite-url",
     "x-http-method-override",
@@ -428,12 +439,34 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("host", HeaderValue::from_static("example.com"));
         h.insert("x-original-url", HeaderValue::from_static("/admin"));
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static("host=evil.test;proto=http"),
+        );
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        for name in [
+            "x-forwarded-scheme",
+            "x-forwarded-port",
+            "x-host",
+            "x-forwarded-prefix",
+        ] {
+            h.insert(name, HeaderValue::from_static("evil"));
+        }
         let out = forward_headers(&h, Some("127.0.0.1".parse().unwrap()), "http");
         assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(out["x-forwarded-proto"], "http");
         assert_eq!(out["via"], VIA);
         assert!(!out.contains_key("host"));
         assert!(!out.contains_key("x-original-url"));
+        for name in [
+            "forwarded",
+            "x-forwarded-scheme",
+            "x-forwarded-port",
+            "x-host",
+            "x-forwarded-prefix",
+        ] {
+            assert!(!out.contains_key(name), "{name} reached the origin");
+        }
     }
 
     #[test]

@@ -563,6 +563,12 @@ async fn url_rewriting_headers_never_reach_the_origin() {
             ("x-rewrite-url", "/admin"),
             ("x-forwarded-host", "evil.example"),
             ("x-http-method-override", "DELETE"),
+            ("forwarded", "host=evil.example;proto=http"),
+            ("x-forwarded-scheme", "http"),
+            ("x-forwarded-port", "8443"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-host", "evil.example"),
+            ("x-forwarded-proto", "gopher"),
         ],
     )
     .await;
@@ -572,9 +578,16 @@ async fn url_rewriting_headers_never_reach_the_origin() {
         "x-rewrite-url",
         "x-forwarded-host",
         "x-http-method-override",
+        "forwarded",
+        "x-forwarded-scheme",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-host",
     ] {
         assert_eq!(seen.header(name), None, "{name}");
     }
+    // The scheme the origin is told is edge's own, not the client's say-so.
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
 }
 
 #[tokio::test]
