@@ -27,6 +27,9 @@ pub enum EdgeError {
     /// The request body is larger than `server.max_request_body`.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(u64),
+    /// The client stopped sending its request body for `server.idle_timeout`.
+    #[error("no request body bytes for {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// `only-if-cached` and nothing usable is stored.
     #[error("not cached")]
     NotCached,
@@ -72,6 +75,7 @@ impl EdgeError {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EdgeError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             EdgeError::Origin {
                 kind: OriginFailure::Timeout(_),
                 ..
@@ -95,6 +99,7 @@ impl EdgeError {
             EdgeError::BadRequest(_) => "edge; detail=bad-request".into(),
             EdgeError::UriTooLong(_) => "edge; detail=uri-too-long".into(),
             EdgeError::PayloadTooLarge(_) => "edge; detail=body-too-large".into(),
+            EdgeError::BodyTimeout(_) => "edge; detail=body-timeout".into(),
             EdgeError::Internal(_) => "edge; detail=internal".into(),
         }
     }

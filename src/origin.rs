@@ -28,6 +28,10 @@ use tower_http::services::ServeDir;
 use crate::config::{OriginConfig, OriginTarget};
 use crate::error::{EdgeError, OriginFailure, chain};
 
+pub mod upload;
+
+use upload::Upload;
+
 /// The `Via` pseudonym edge adds (RFC 9110 §7.6.3).
 pub const VIA: &str = "1.1 edge";
 
@@ -203,6 +207,11 @@ impl Origin {
     /// Sends `request` (whose URI holds only the path and query) and returns the
     /// response head with a body that fails if it does not finish in time. The response
     /// headers have hop-by-hop fields removed.
+    ///
+    /// A request whose body is a client's upload carries its [`Upload`] as an
+    /// extension: the first-byte timeout then counts from the upload's last progress,
+    /// and waits while the upload waits on the client (whose own idle timeout bounds
+    /// that), so that a slow client is never taken for a slow origin.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, EdgeError> {
         let mut response = match self {
             Origin::Http(o) => {
@@ -213,8 +222,9 @@ impl Origin {
                 if !o.breaker.allow() {
                     return Err(self.fail(OriginFailure::CircuitOpen));
                 }
+                let upload = parts.extensions.get::<Upload>().cloned();
                 let sent = o.client.request(Request::from_parts(parts, body));
-                let head = match tokio::time::timeout(o.limits.first_byte, sent).await {
+                let head = match first_byte(sent, o.limits.first_byte, upload.as_ref()).await {
                     Err(_) => {
                         o.breaker.failure();
                         return Err(self.fail(OriginFailure::Timeout("waiting for headers")));
@@ -256,6 +266,27 @@ impl Origin {
         };
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
+    }
+}
+
+/// `sent` (a request on its way, then its response head), given up after `limit`
+/// without the head. While a client's `upload` moves or waits on the client the limit
+/// starts again: the wait is the client's, not the origin's.
+async fn first_byte<F: std::future::Future>(
+    sent: F,
+    limit: Duration,
+    upload: Option<&Upload>,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut sent = std::pin::pin!(sent);
+    loop {
+        let frames = upload.map(Upload::frames);
+        match tokio::time::timeout(limit, &mut sent).await {
+            Ok(head) => return Ok(head),
+            Err(elapsed) => match upload {
+                Some(u) if u.waiting_on_client() || Some(u.frames()) != frames => continue,
+                _ => return Err(elapsed),
+            },
+        }
     }
 }
 

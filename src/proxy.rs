@@ -28,6 +28,7 @@ use crate::fill::{FillRequest, Filled, PURGED, fill, variant_key, vary_names};
 use crate::http::cache_control::CacheControl;
 use crate::http::path::normalise_target;
 use crate::listener::{BodyFile, DirectBody, DirectRequest, Handler};
+use crate::origin::upload::{ClientFault, Upload};
 use crate::origin::{VIA, forward_headers};
 use crate::respond::{CacheStatus, Presentation, respond, respond_wire, streaming_head};
 use crate::server::{AppState, SiteRuntime};
@@ -1136,9 +1137,12 @@ async fn pass_unsafe(
     if declared.is_some_and(|len| len > max) {
         return Err(EdgeError::PayloadTooLarge(max));
     }
-    // A chunked body is cut off at the limit; the origin sees an aborted upload.
-    let body = Body::new(http_body_util::Limited::new(body, max as usize));
-    let mut forward = Request::new(body);
+    // A chunked body is cut off at the limit, and one the client stops sending at its
+    // idle timeout; the origin sees an aborted upload, the client its own error.
+    let idle = state.config.server.limits.idle_timeout;
+    let upload = Upload::default();
+    let mut forward = Request::new(Body::new(upload.body(body, max, idle)));
+    forward.extensions_mut().insert(upload.clone());
     *forward.method_mut() = parts.method.clone();
     *forward.uri_mut() = primary
         .path_and_query()
@@ -1147,10 +1151,14 @@ async fn pass_unsafe(
     let proto = crate::tls::Scheme::of(&parts.extensions).as_str();
     *forward.headers_mut() = forward_headers(&parts.headers, Some(peer.ip()), proto);
     let mut response = match site.origin.send(forward).await {
-        Err(EdgeError::Origin { kind, .. })
-            if format!("{kind}").contains("length limit exceeded") =>
-        {
-            return Err(EdgeError::PayloadTooLarge(max));
+        // The client's body failed first: its fault, not the origin's.
+        Err(error) if let Some(fault) = upload.fault() => {
+            tracing::debug!(%error, ?fault, "request body failed on its way to the origin");
+            return Err(match fault {
+                ClientFault::TooLarge => EdgeError::PayloadTooLarge(max),
+                ClientFault::Malformed => EdgeError::BadRequest("malformed request body"),
+                ClientFault::Stalled => EdgeError::BodyTimeout(idle),
+            });
         }
         Err(EdgeError::Origin { origin, kind }) => {
             return Ok(origin_failure(origin, kind, "method", false));

@@ -590,6 +590,99 @@ async fn url_rewriting_headers_never_reach_the_origin() {
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
 }
 
+/// Sends `head` and `body_start` of an upload, then waits up to `limit` for the answer
+/// (the client sends nothing more).
+async fn upload_then_wait(
+    edge: &TestEdge,
+    head: &str,
+    body_start: &[u8],
+    limit: Duration,
+) -> String {
+    let mut stream = TcpStream::connect(edge.running.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body_start).await.unwrap();
+    read_until_closed(&mut stream, limit).await.0
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_the_clients_408_and_never_opens_the_origins_breaker() {
+    let origin = TestOrigin::start().await;
+    origin.route("/upload", Route::ok("stored"));
+    origin.route(
+        "/page",
+        Route::ok("page").header("cache-control", "max-age=60"),
+    );
+    // The client's idle time is longer than the origin's first-byte time, which must
+    // not run out while the origin is waiting for the client's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [cache]\ndir = \"cache\"\n[origin]\nfirst_byte_timeout = \"1s\"\nbreaker_failures = 2\n\
+         [[site]]\nhosts = [\"*\"]\norigin = \"{}\"\n",
+        origin.url()
+    );
+    let edge = TestEdge::start_toml(&toml, dir).await;
+    let head = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n";
+    let stalled = (0..3).map(|_| upload_then_wait(&edge, head, b"abc", Duration::from_secs(10)));
+    for answer in futures_util::future::join_all(stalled).await {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("detail=body-timeout"), "{answer}");
+    }
+    // Three stalled clients, breaker_failures = 2: the origin is still asked.
+    let page = edge.get("/page").await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.text().await.unwrap(), "page");
+    // A slow but steady upload outlasts the origin's first-byte time, and the origin
+    // answers it once it has it all.
+    let mut stream = TcpStream::connect(edge.running.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for piece in [&b"abcd"[..], b"efg", b"hij"] {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    let mut answer = vec![0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let uploads: Vec<_> = origin
+        .seen()
+        .into_iter()
+        .filter(|s| s.target == "/upload")
+        .collect();
+    assert_eq!(
+        uploads.len(),
+        1,
+        "only the whole upload reached the origin's handler"
+    );
+    assert_eq!(uploads[0].body, b"abcdefghij");
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_upload_is_the_clients_400() {
+    let origin = TestOrigin::start().await;
+    origin.route("/upload", Route::ok("stored"));
+    let edge = edge_with_limits(&origin, "").await;
+    for body in [
+        &b"zz\r\nhi\r\n0\r\n\r\n"[..],
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"10000000000000005\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let mut request =
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        let answer = raw(&edge, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{body:?}: {answer}");
+        assert!(answer.contains("detail=bad-request"), "{body:?}: {answer}");
+    }
+    assert!(
+        origin.seen().iter().all(|s| s.target != "/upload"),
+        "no broken upload reached the origin's handler"
+    );
+}
+
 #[tokio::test]
 async fn dot_segments_and_encoding_tricks_name_one_entry_and_one_origin_path() {
     let origin = TestOrigin::start().await;
