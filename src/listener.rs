@@ -235,6 +235,11 @@ async fn accept<H: Handler>(
         .timer(TokioTimer::new())
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
+        // A client that sends its request and then shuts down its sending side
+        // (`shutdown(SHUT_WR)`, `nc -N`) still gets the answer, as on the direct path;
+        // hyper would otherwise drop the request at the EOF, after a pass (a POST) had
+        // already reached the origin.
+        .half_close(true)
         // HeadTimeout below answers 408 instead; hyper would close without a word.
         .header_read_timeout(None);
     builder
@@ -250,6 +255,7 @@ async fn accept<H: Handler>(
         .timer(TokioTimer::new())
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
+        .half_close(true)
         .header_read_timeout(None);
     let http1 = Arc::new(http1);
     let graceful = GracefulShutdown::new();

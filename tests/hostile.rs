@@ -684,6 +684,39 @@ async fn a_malformed_chunked_upload_is_the_clients_400() {
 }
 
 #[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let origin = TestOrigin::start().await;
+    origin.route("/upload", Route::ok("stored"));
+    origin.route(
+        "/slow",
+        Route::ok("slow page")
+            .header("cache-control", "max-age=60")
+            .misbehave(Misbehaviour::Slow(Duration::from_millis(300))),
+    );
+    origin.route(
+        "/slow2",
+        Route::ok("slow page")
+            .header("cache-control", "max-age=60")
+            .misbehave(Misbehaviour::Slow(Duration::from_millis(300))),
+    );
+    let edge = edge_with_limits(&origin, "").await;
+    for request in [
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+        // A range (the connection handed to hyper), and a miss (lent to hyper by the
+        // direct path).
+        "GET /slow HTTP/1.1\r\nHost: a\r\nRange: bytes=0-3\r\n\r\n",
+        "GET /slow2 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(edge.running.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 20"), "{request:?}: {answer:?}");
+        assert!(closed, "{request:?}");
+    }
+}
+
+#[tokio::test]
 async fn dot_segments_and_encoding_tricks_name_one_entry_and_one_origin_path() {
     let origin = TestOrigin::start().await;
     origin.route("/static/app.js", Route::ok("app"));
