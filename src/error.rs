@@ -27,6 +27,15 @@ pub enum EdgeError {
     /// The request body is larger than `server.max_request_body`.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(u64),
+    /// A method edge does not serve as a CDN (`CONNECT`: it is no forward proxy;
+    /// `TRACE`: it would echo the client's cookies back through the page).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A request whose framing edge will not trust (RFC 9112 §6.1): a transfer coding
+    /// other than one final `chunked` (501), or `chunked` twice (400). The connection
+    /// closes after the answer.
+    #[error("{1}")]
+    Framing(StatusCode, &'static str),
     /// The client stopped sending its request body for `server.idle_timeout`.
     #[error("no request body bytes for {0:?}")]
     BodyTimeout(std::time::Duration),
@@ -76,6 +85,8 @@ impl EdgeError {
             EdgeError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            EdgeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            EdgeError::Framing(status, _) => *status,
             EdgeError::Origin {
                 kind: OriginFailure::Timeout(_),
                 ..
@@ -100,6 +111,8 @@ impl EdgeError {
             EdgeError::UriTooLong(_) => "edge; detail=uri-too-long".into(),
             EdgeError::PayloadTooLarge(_) => "edge; detail=body-too-large".into(),
             EdgeError::BodyTimeout(_) => "edge; detail=body-timeout".into(),
+            EdgeError::MethodNotAllowed => "edge; detail=method-not-allowed".into(),
+            EdgeError::Framing(..) => "edge; detail=bad-framing".into(),
             EdgeError::Internal(_) => "edge; detail=internal".into(),
         }
     }
@@ -123,6 +136,16 @@ impl IntoResponse for EdgeError {
         let cache_status = self.cache_status();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
+        match self {
+            EdgeError::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            }
+            // What follows the head cannot be read as the next request.
+            EdgeError::Framing(..) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -134,6 +157,10 @@ impl IntoResponse for EdgeError {
         response
     }
 }
+
+/// The methods edge serves: GET and HEAD from the cache, OPTIONS and the unsafe ones
+/// passed through to the origin (other methods the origin knows pass through too).
+pub const ALLOW: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
 
 /// An error and its sources, joined with `: `, for logs and `Cache-Status` details.
 pub fn chain(e: &dyn std::error::Error) -> String {

@@ -237,6 +237,14 @@ impl Origin {
                     Ok(Ok(head)) => head,
                 };
                 o.breaker.success();
+                if head.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    // edge never forwards Upgrade (a hop-by-hop field): a 101 answers a
+                    // question it did not ask, and the client would be left on a
+                    // connection that switched to nothing (RFC 9110 §15.2.2).
+                    return Err(self.fail(OriginFailure::Protocol(
+                        "101 Switching Protocols to a request that asked for no upgrade".into(),
+                    )));
+                }
                 let size = head_size(head.headers());
                 if size > o.limits.max_header_bytes {
                     // Dropping the response closes the connection unread.

@@ -406,6 +406,11 @@ pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
         return None;
     }
     let uri = request.uri();
+    // RFC 9110 §4.2.4: userinfo in an http(s) URI from an untrusted source is an error
+    // (RFC 9113 §8.3.1: `:authority` MUST NOT hold one).
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return None;
+    }
     match (request.version(), field, uri.authority()) {
         (http::Version::HTTP_11, None, _) => return None,
         (_, None, None) if old => return Some(Host::new()),
@@ -424,6 +429,51 @@ pub fn request_host<B>(request: &Request<B>) -> Option<Host> {
         None => field?.to_str().ok()?,
     };
     host_name(raw)
+}
+
+/// A request edge answers itself before any site or cache sees it: `CONNECT` and
+/// `TRACE` (405), `OPTIONS *` (about the server, not a resource: 200 with `Allow`),
+/// and a body framed by a transfer coding other than one `chunked` (RFC 9112 §6.1:
+/// 501 for a coding edge does not know, 400 for `chunked` twice; hyper would read
+/// `identity, chunked` or two `chunked` lines as chunked, where a proxy in front of
+/// edge might not).
+fn refuse<B>(request: &Request<B>) -> Option<Result<Response<ResponseBody>, EdgeError>> {
+    if matches!(*request.method(), Method::CONNECT | Method::TRACE) {
+        return Some(Err(EdgeError::MethodNotAllowed));
+    }
+    if request.method() == Method::OPTIONS && request.uri() == "*" {
+        let mut answer = Response::new(ResponseBody::whole(bytes::Bytes::new()));
+        answer
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(crate::error::ALLOW));
+        return Some(Ok(answer));
+    }
+    let mut chunked = 0;
+    for coding in request
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+    {
+        if !coding.eq_ignore_ascii_case(b"chunked") {
+            let status = http::StatusCode::NOT_IMPLEMENTED;
+            return Some(Err(EdgeError::Framing(
+                status,
+                "unsupported transfer coding",
+            )));
+        }
+        chunked += 1;
+    }
+    if chunked > 1 {
+        let status = http::StatusCode::BAD_REQUEST;
+        return Some(Err(EdgeError::Framing(
+            status,
+            "chunked applied more than once",
+        )));
+    }
+    None
 }
 
 /// The host a URI authority or `Host` value names (`raw`, already checked):
@@ -453,6 +503,9 @@ async fn serve(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, EdgeError> {
+    if let Some(refused) = refuse(&request) {
+        return refused;
+    }
     let limits = &state.config.server.limits;
     let target_len = request
         .uri()

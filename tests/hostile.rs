@@ -717,6 +717,88 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
 }
 
 #[tokio::test]
+async fn connect_and_trace_get_405_and_options_star_is_answered_here() {
+    let origin = TestOrigin::start().await;
+    let edge = edge_with_limits(&origin, "").await;
+    for request in [
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        "TRACE / HTTP/1.1\r\nHost: a\r\nCookie: session=secret\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw(&edge, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{request:?}: {answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("\r\nallow: get, head"),
+            "{answer}"
+        );
+        assert!(!answer.contains("secret"), "{answer}");
+    }
+    let answer = raw(
+        &edge,
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("\r\nallow: "),
+        "{answer}"
+    );
+    assert!(origin.seen().is_empty(), "{:?}", origin.seen());
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_one_chunked_are_refused_and_close() {
+    let origin = TestOrigin::start().await;
+    origin.route("/upload", Route::ok("stored"));
+    let edge = edge_with_limits(&origin, "").await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (codings, status) in [
+        ("Transfer-Encoding: identity, chunked\r\n", "501"),
+        ("Transfer-Encoding: gzip, chunked\r\n", "501"),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "400",
+        ),
+        ("Transfer-Encoding: chunked, chunked\r\n", "400"),
+    ] {
+        let request = format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\n{codings}\r\n5\r\nhello\r\n0\r\n\r\n{smuggled}"
+        );
+        let answer = raw(&edge, request.as_bytes()).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{codings:?}: {answer}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    }
+    // One chunked coding is read as ever.
+    let request = "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\
+                   Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let answer = raw(&edge, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].body, b"hello");
+}
+
+#[tokio::test]
+async fn an_absolute_target_with_userinfo_gets_400() {
+    let origin = TestOrigin::start().await;
+    origin.route("/page", Route::ok("page"));
+    let edge = edge_with_limits(&origin, "").await;
+    let answer = raw(
+        &edge,
+        b"GET http://evil.example@a/page HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(origin.seen().is_empty());
+}
+
+#[tokio::test]
 async fn dot_segments_and_encoding_tricks_name_one_entry_and_one_origin_path() {
     let origin = TestOrigin::start().await;
     origin.route("/static/app.js", Route::ok("app"));

@@ -190,3 +190,19 @@ async fn a_dead_origin_is_backed_off_by_the_circuit_breaker() {
         "an open breaker sends nothing to the origin"
     );
 }
+
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_no_upgrade_is_a_502() {
+    let origin = TestOrigin::start().await;
+    origin.route(
+        "/switch",
+        Route::ok("").status(101).header("upgrade", "websocket"),
+    );
+    let edge = TestEdge::start(&origin).await;
+    let r = edge.get("/switch").await;
+    assert_eq!(r.status(), 502);
+    assert!(cache_status(&r).contains("detail=origin-protocol"));
+    // A POST passed through gets the same answer.
+    let r = edge.post("/switch", "x").await;
+    assert_eq!(r.status(), 502);
+}
