@@ -17,7 +17,8 @@
 //! - [`compress`]: br, zstd and gzip variants at fill time on a bounded pool; decoding
 //!   bodies an origin sent encoded.
 //! - [`origin`]: the origin client (pooled HTTP/HTTPS, or a directory), timeouts,
-//!   hop-by-hop stripping.
+//!   hop-by-hop stripping; a client's passed-through upload watched so that its
+//!   faults are its own ([`origin::upload`]).
 //! - [`cache`]: the store — memory tier, disk tier, keys, metadata, coalescing.
 //! - [`http`]: pure RFC logic (freshness, conditionals, ranges, encodings); no IO, no
 //!   clock reads.
