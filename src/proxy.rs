@@ -14,7 +14,7 @@ use arrayvec::ArrayString;
 use axum::body::Body;
 use axum::response::IntoResponse;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, request};
+use http::{Method, Request, Response, StatusCode, request};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -458,22 +458,16 @@ fn refuse<B>(request: &Request<B>) -> Option<Result<Response<ResponseBody>, Edge
         .filter(|c| !c.is_empty())
     {
         if !coding.eq_ignore_ascii_case(b"chunked") {
-            let status = http::StatusCode::NOT_IMPLEMENTED;
+            let unknown = "unsupported transfer coding";
             return Some(Err(EdgeError::Framing(
-                status,
-                "unsupported transfer coding",
+                StatusCode::NOT_IMPLEMENTED,
+                unknown,
             )));
         }
         chunked += 1;
     }
-    if chunked > 1 {
-        let status = http::StatusCode::BAD_REQUEST;
-        return Some(Err(EdgeError::Framing(
-            status,
-            "chunked applied more than once",
-        )));
-    }
-    None
+    let twice = "chunked applied more than once";
+    (chunked > 1).then_some(Err(EdgeError::Framing(StatusCode::BAD_REQUEST, twice)))
 }
 
 /// The host a URI authority or `Host` value names (`raw`, already checked):

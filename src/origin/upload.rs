@@ -11,12 +11,12 @@
 //! client is still sending, and the caller reads to answer for the client's fault.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::BoxError;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -39,7 +39,8 @@ pub struct Upload(Arc<State>);
 
 #[derive(Debug)]
 struct State {
-    fault: Mutex<Option<ClientFault>>,
+    /// The first fault; set once.
+    fault: OnceLock<ClientFault>,
     /// Whether the body is waiting for the client's next bytes (hyper asked for them
     /// and the client has not sent them).
     waiting: AtomicBool,
@@ -50,7 +51,7 @@ struct State {
 impl Default for Upload {
     fn default() -> Self {
         Upload(Arc::new(State {
-            fault: Mutex::new(None),
+            fault: OnceLock::new(),
             waiting: AtomicBool::new(false),
             frames: AtomicU64::new(0),
         }))
@@ -60,7 +61,7 @@ impl Default for Upload {
 impl Upload {
     /// The client's fault, if its body failed.
     pub fn fault(&self) -> Option<ClientFault> {
-        *self.0.fault.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.fault.get().copied()
     }
 
     /// Whether the body is, right now, waiting for the client to send more.
@@ -75,8 +76,7 @@ impl Upload {
 
     fn fail(&self, fault: ClientFault) {
         self.0.waiting.store(false, Ordering::Relaxed);
-        let mut slot = self.0.fault.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert(fault);
+        let _ = self.0.fault.set(fault);
     }
 
     /// `body`, counted against `max` bytes and timed out after `idle` without a byte,
@@ -108,8 +108,6 @@ pub struct UploadBody<B> {
     /// An error was returned: the body is over.
     ended: bool,
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl<B> UploadBody<B> {
     fn end(
